@@ -1,0 +1,1 @@
+"""Neural building blocks ("lobes" in SpeechBrain's vocabulary)."""

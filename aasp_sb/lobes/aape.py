@@ -1,0 +1,222 @@
+"""AaPE: Aliasing-aware Patch Embedding, a drop-in replacement for the ViT patch stem.
+
+What the paper states: AaPE augments the standard patch tokens with features
+of the alias-prone band (temporal modulations between the token rate's Nyquist
+frequency and the frame rate's), analysed in parallel subbands with adaptive
+band-limited complex sinusoidal kernels whose parameters are estimated from the
+input, and fuses them with the standard tokens. How each step is built here is
+our design (see ``DESIGN.md`` §2):
+
+1. standard branch: the plain :class:`~aasp_sb.lobes.patch.PatchEmbed`;
+2. subbands: one per patch row; a learned map mixes each subband's ``pf``
+   mel bins into ``H`` mode signals;
+3. :class:`~aasp_sb.lobes.lambda_encoder.LambdaEncoder` estimates
+   ``(alpha, omega)`` per clip, subband and mode inside the alias-prone band;
+4. SBLU filtering in the frequency domain (:func:`~aasp_sb.lobes.sblu.sblu_filter`);
+5. envelope ``log1p(gain * |y|)``, averaged over each patch's real frames
+   (the envelope is low-pass, so this decimation does not alias);
+6. a linear projection plus a subband embedding gives one extra token per
+   patch, fused with the standard token: ``gated_add`` (``std + gate * aa``,
+   gate starting at 0, so training starts from the plain stem) or ``concat``
+   (a Linear over ``[std; aa]`` initialised to pass ``std`` through).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from aasp_sb.lobes.lambda_encoder import LambdaEncoder
+from aasp_sb.lobes.patch import PatchEmbed, prepare_frames
+from aasp_sb.lobes.sblu import fft_length, sblu_filter
+
+FUSIONS = ("gated_add", "concat")
+
+
+class AaPE(PatchEmbed):
+    """Aliasing-aware patch embedding (same call signature and output as :class:`PatchEmbed`).
+
+    Arguments
+    ---------
+    n_mels : int
+        Number of mel bins ``F``; ``pf`` must divide it.
+    patch_size : int or tuple
+        ``(pf, pt)``.
+    embed_dim : int
+        Token width ``D``.
+    num_modes : int
+        SBLU modes per subband ``H``.
+    fusion : str
+        ``"gated_add"`` (default) or ``"concat"``.
+    lambda_hidden : int
+        Width of the Lambda encoder's MLP.
+    alpha_min : float
+        Smallest kernel decay (longest kernel ``1/alpha_min`` frames).
+    dc_rejection_db : float
+        Attenuation at DC that every kernel guarantees.
+    fft_tail : float
+        Zero padding of the FFT in units of ``1/alpha_min`` (wrap-around
+        weight ``exp(-fft_tail)``).
+
+    Example
+    -------
+    >>> stem = AaPE(n_mels=80, patch_size=16, embed_dim=32, num_modes=4)
+    >>> tokens = stem(torch.randn(2, 100, 80))
+    >>> tokens.shape
+    torch.Size([2, 35, 32])
+    >>> alpha, omega = stem.last_lambda
+    >>> alpha.shape
+    torch.Size([2, 5, 4])
+    """
+
+    def __init__(
+        self,
+        n_mels=80,
+        patch_size=16,
+        embed_dim=768,
+        num_modes=16,
+        fusion="gated_add",
+        lambda_hidden=64,
+        alpha_min=0.02,
+        dc_rejection_db=23.0,
+        fft_tail=12.0,
+    ):
+        super().__init__(n_mels, patch_size, embed_dim)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        pf, pt = self.patch_size
+        S, H = self.num_rows, num_modes
+        self.num_modes = num_modes
+        self.fusion = fusion
+        self.fft_tail = fft_tail
+        # B_in: per subband, pf mel bins -> H mode signals
+        self.mode_map = nn.Parameter(torch.randn(S, H, pf) / math.sqrt(pf))
+        self.lambda_encoder = LambdaEncoder(
+            S,
+            H,
+            patch_t=pt,
+            hidden=lambda_hidden,
+            alpha_min=alpha_min,
+            dc_rejection_db=dc_rejection_db,
+        )
+        self.log_gain = nn.Parameter(torch.zeros(S, H))
+        self.aa_norm = nn.LayerNorm(H)
+        self.aa_proj = nn.Linear(H, embed_dim)
+        self.subband_embed = nn.Parameter(torch.zeros(S, embed_dim))
+        nn.init.trunc_normal_(self.subband_embed, std=0.02)
+        if fusion == "gated_add":
+            self.gate = nn.Parameter(torch.zeros(embed_dim))
+        else:
+            self.fuse = nn.Linear(2 * embed_dim, embed_dim)
+            with torch.no_grad():
+                self.fuse.weight.zero_()
+                self.fuse.weight[:, :embed_dim] = torch.eye(embed_dim)
+                self.fuse.bias.zero_()
+        self.last_lambda = None
+
+    def envelope_features(self, x, valid_frames):
+        """Per-patch alias-band envelopes.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[B, T', F]`` features, zero beyond the real frames, ``T'`` a
+            multiple of ``pt``.
+        valid_frames : torch.Tensor or None
+            ``[B]`` real frames.
+
+        Returns
+        -------
+        env : torch.Tensor
+            ``[B, S, H, Tp]`` envelope averaged over each patch's real frames.
+        alpha, omega : torch.Tensor
+            ``[B, S, H]`` the estimated kernel parameters.
+        """
+        B, T, F = x.shape
+        pf, pt = self.patch_size
+        S, H = self.num_rows, self.num_modes
+        with torch.autocast(x.device.type, enabled=False):
+            sub = x.float().view(B, T, S, pf)
+            v = torch.einsum("btsp,shp->bsht", sub, self.mode_map.float())
+            alpha, omega = self.lambda_encoder(v, valid_frames)
+            n_fft = fft_length(T, self.lambda_encoder.alpha_min, self.fft_tail)
+            y = sblu_filter(v, alpha, omega, n_fft)
+            mag = (y.real**2 + y.imag**2 + 1e-12).sqrt()
+            env = torch.log1p(self.log_gain.exp()[..., None] * mag)
+            env = env.view(B, S, H, T // pt, pt)
+            if valid_frames is None:
+                env = env.mean(-1)
+            else:
+                keep = (
+                    torch.arange(T, device=x.device)[None, :] < valid_frames[:, None]
+                ).to(env.dtype)
+                keep = keep.view(B, 1, 1, T // pt, pt)
+                env = (env * keep).sum(-1) / keep.sum(-1).clamp_min(1.0)
+        return env, alpha, omega
+
+    def alias_tokens(self, env):
+        """``[B, S, H, Tp]`` envelopes -> ``[B, S*Tp, D]`` tokens (frequency-major)."""
+        B, S, H, Tp = env.shape
+        feats = self.aa_norm(env.permute(0, 1, 3, 2))  # [B, S, Tp, H]
+        tokens = self.aa_proj(feats) + self.subband_embed[None, :, None, :]
+        return tokens.reshape(B, S * Tp, -1)
+
+    def fuse_tokens(self, std, aa):
+        """Fuses standard and alias-band tokens."""
+        if self.fusion == "gated_add":
+            return std + self.gate * aa
+        return self.fuse(torch.cat([std, aa], dim=-1))
+
+    def forward(self, x, lengths=None):
+        """Tokenises a batch of log-mel spectrograms.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[B, T, F]`` normalised log-mel.
+        lengths : torch.Tensor, optional
+            ``[B]`` relative lengths; frames beyond them never reach the tokens.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, Fp*Tp, D]`` tokens, frequency-major. The estimated
+            ``(alpha, omega)`` (``[B, S, H]`` each, detached) are kept in
+            ``self.last_lambda``.
+        """
+        self.check_input(x)
+        x, valid = prepare_frames(x, lengths, self.patch_size[1])
+        std = self.patchify(x)
+        env, alpha, omega = self.envelope_features(x, valid)
+        self.last_lambda = (alpha.detach(), omega.detach())
+        aa = self.alias_tokens(env).to(std.dtype)
+        return self.fuse_tokens(std, aa)
+
+
+def make_stem(use_aape=True, n_mels=80, patch_size=16, embed_dim=768, **aape_kwargs):
+    """Builds the AaPE stem or, with ``use_aape=False``, the plain stem.
+
+    Lets one YAML key (``use_aape``) switch the ablation with everything else
+    equal: ``stem: !apply:aasp_sb.lobes.aape.make_stem {use_aape: !ref <use_aape>, ...}``.
+
+    Arguments
+    ---------
+    use_aape : bool
+        AaPE when True, the plain patch stem otherwise.
+    n_mels, patch_size, embed_dim : int
+        Shared stem settings.
+    **aape_kwargs
+        Passed to :class:`AaPE` (ignored by the plain stem).
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Example
+    -------
+    >>> type(make_stem(False, embed_dim=16)).__name__
+    'PatchEmbed'
+    """
+    if use_aape:
+        return AaPE(n_mels, patch_size, embed_dim, **aape_kwargs)
+    return PatchEmbed(n_mels, patch_size, embed_dim)

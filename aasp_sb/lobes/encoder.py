@@ -1,0 +1,300 @@
+"""The audio ViT encoder: a patch stem, fixed 2D positions, pre-LN blocks.
+
+M2D-style: no CLS token, fixed sine-cosine position embeddings, SDPA attention
+with key-padding masks. Inputs longer than the training length are encoded in
+``max_frames`` chunks concatenated along time.
+"""
+
+from typing import List, NamedTuple, Optional, Tuple
+
+import torch
+from torch import nn
+
+from aasp_sb.features import frame_lengths
+from aasp_sb.lobes.layers import Block, sincos_pos_embed_2d, trunc_normal_init
+from aasp_sb.lobes.patch import token_mask
+
+
+class EncoderOutput(NamedTuple):
+    """What :meth:`AudioViT.forward` returns.
+
+    tokens: ``[B, Fp*Tp, D]`` final (layer-normalised) tokens, frequency-major.
+    mask: ``[B, Fp*Tp]`` True for real tokens, or None (no padding).
+    grid: ``(Fp, Tp)``.
+    layers: per-block outputs ``[B, Fp*Tp, D]`` when requested, else None.
+    """
+
+    tokens: torch.Tensor
+    mask: Optional[torch.Tensor]
+    grid: Tuple[int, int]
+    layers: Optional[List[torch.Tensor]] = None
+
+
+def masked_mean(x, mask, dim=1):
+    """Mean of ``x`` over ``dim`` counting only positions where ``mask`` is True.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``[B, N, D]``.
+    mask : torch.Tensor or None
+        ``[B, N]`` boolean.
+    dim : int
+        Axis to reduce.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> x = torch.tensor([[[1.0], [3.0], [9.0]]])
+    >>> masked_mean(x, torch.tensor([[True, True, False]])).item()
+    2.0
+    """
+    if mask is None:
+        return x.mean(dim)
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(dim) / w.sum(dim).clamp_min(1.0)
+
+
+class AudioViT(nn.Module):
+    """Audio spectrogram transformer on a pluggable patch stem.
+
+    Arguments
+    ---------
+    stem : torch.nn.Module
+        :class:`~aasp_sb.lobes.patch.PatchEmbed` or
+        :class:`~aasp_sb.lobes.aape.AaPE` (anything with ``patch_size``,
+        ``n_mels``, ``embed_dim``, ``grid(T)`` and ``forward(x, lengths)``).
+    embed_dim : int
+        Token width; must equal the stem's.
+    depth : int
+        Number of transformer blocks.
+    num_heads : int
+        Attention heads.
+    mlp_ratio : float
+        MLP width multiple.
+    max_frames : int
+        Training input length in frames; longer inputs are chunked.
+    drop_path : float
+        Stochastic depth at the last block (linearly increasing).
+
+    Example
+    -------
+    >>> from aasp_sb.lobes.patch import PatchEmbed
+    >>> enc = AudioViT(PatchEmbed(80, 16, 32), embed_dim=32, depth=2, num_heads=4, max_frames=96)
+    >>> out = enc(torch.randn(2, 200, 80), torch.tensor([1.0, 0.6]))
+    >>> out.tokens.shape, out.grid
+    (torch.Size([2, 65, 32]), (5, 13))
+    >>> enc.frame_features(out).shape
+    torch.Size([2, 13, 160])
+    >>> enc.clip_embedding(out).shape
+    torch.Size([2, 32])
+    """
+
+    def __init__(
+        self,
+        stem,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        mlp_ratio=4.0,
+        max_frames=608,
+        drop_path=0.0,
+    ):
+        super().__init__()
+        if stem.embed_dim != embed_dim:
+            raise ValueError(
+                f"stem embed_dim={stem.embed_dim} differs from encoder "
+                f"embed_dim={embed_dim}: set both from the same `embed_dim` key"
+            )
+        pt = stem.patch_size[1]
+        if max_frames % pt:
+            raise ValueError(
+                f"max_frames={max_frames} must be a multiple of the patch "
+                f"width {pt}"
+            )
+        self.stem = stem
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.max_frames = max_frames
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    drop_path=drop_path * i / max(depth - 1, 1),
+                )
+                for i in range(depth)
+            ]
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        Fp, Tp = stem.grid(max_frames)
+        self.register_buffer(
+            "pos_embed", sincos_pos_embed_2d(embed_dim, Fp, Tp), persistent=False
+        )
+        self.blocks.apply(trunc_normal_init)
+
+    @property
+    def patch_size(self):
+        """``(pf, pt)`` of the stem."""
+        return self.stem.patch_size
+
+    @property
+    def n_mels(self):
+        """Number of mel bins the stem expects."""
+        return self.stem.n_mels
+
+    def positions(self, grid):
+        """Position embeddings ``[Fp*Tp, D]`` for a grid no wider than the training one."""
+        Fp, Tp = grid
+        Fmax, Tmax = self.stem.grid(self.max_frames)
+        if Tp > Tmax or Fp != Fmax:
+            raise ValueError(
+                f"grid {grid} exceeds the position table {(Fmax, Tmax)}; "
+                "encode long inputs with forward(), which chunks them"
+            )
+        return self.pos_embed.view(Fmax, Tmax, -1)[:, :Tp].reshape(Fp * Tp, -1)
+
+    def embed(self, x, lengths=None):
+        """Stem + positions for inputs up to ``max_frames`` frames.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[B, T, F]`` normalised log-mel, ``T <= max_frames``.
+        lengths : torch.Tensor, optional
+            ``[B]`` relative lengths.
+
+        Returns
+        -------
+        tokens : torch.Tensor
+            ``[B, N, D]`` with positions added.
+        mask : torch.Tensor or None
+            ``[B, N]`` True for real tokens.
+        grid : tuple
+            ``(Fp, Tp)``.
+        """
+        grid = self.stem.grid(x.shape[1])
+        tokens = self.stem(x, lengths)
+        tokens = tokens + self.positions(grid).to(tokens.dtype)
+        valid = frame_lengths(lengths, x.shape[1])
+        return tokens, token_mask(valid, grid, self.patch_size[1]), grid
+
+    def encode(self, tokens, mask=None, return_layers=False):
+        """Runs the blocks on (possibly subsampled) tokens.
+
+        Arguments
+        ---------
+        tokens : torch.Tensor
+            ``[B, N, D]`` tokens with positions.
+        mask : torch.Tensor, optional
+            ``[B, N]`` True for real tokens.
+        return_layers : bool
+            Also return every block's output.
+
+        Returns
+        -------
+        tokens : torch.Tensor
+            ``[B, N, D]`` after the final LayerNorm.
+        layers : list of torch.Tensor or None
+        """
+        layers = [] if return_layers else None
+        for blk in self.blocks:
+            tokens = blk(tokens, key_padding_mask=mask)
+            if return_layers:
+                layers.append(tokens)
+        return self.norm(tokens), layers
+
+    def forward(self, x, lengths=None, return_layers=False, chunk_frames=None):
+        """Encodes a batch of any length, chunking beyond ``chunk_frames``.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[B, T, F]`` normalised log-mel.
+        lengths : torch.Tensor, optional
+            ``[B]`` relative lengths.
+        return_layers : bool
+            Also return per-block outputs.
+        chunk_frames : int, optional
+            Chunk length (a multiple of the patch width, at most
+            ``max_frames``; default ``max_frames``).
+
+        Returns
+        -------
+        EncoderOutput
+        """
+        chunk = chunk_frames or self.max_frames
+        pt = self.patch_size[1]
+        if chunk % pt or chunk > self.max_frames:
+            raise ValueError(
+                f"chunk_frames={chunk} must be a multiple of {pt} and at most "
+                f"max_frames={self.max_frames}"
+            )
+        B, T, F = x.shape
+        if T <= chunk:
+            tokens, mask, grid = self.embed(x, lengths)
+            tokens, layers = self.encode(tokens, mask, return_layers)
+            return EncoderOutput(tokens, mask, grid, layers)
+        return self._forward_chunked(x, lengths, return_layers, chunk)
+
+    def _forward_chunked(self, x, lengths, return_layers, chunk):
+        B, T, F = x.shape
+        C = -(-T // chunk)
+        valid = frame_lengths(lengths, T)
+        if valid is None:
+            valid = torch.full((B,), T, device=x.device, dtype=torch.long)
+        x = nn.functional.pad(x, (0, 0, 0, C * chunk - T))
+        xc = x.view(B, C, chunk, F).reshape(B * C, chunk, F)
+        starts = torch.arange(C, device=x.device) * chunk
+        chunk_valid = (valid[:, None] - starts[None, :]).clamp(0, chunk)  # [B, C]
+        # an all-padding chunk still needs one frame to keep attention defined
+        chunk_lens = chunk_valid.clamp_min(1).reshape(-1).float() / chunk
+        tokens, mask, grid = self.embed(xc, chunk_lens)
+        tokens, layers = self.encode(tokens, mask, return_layers)
+        Fp, Tpc = grid
+        Tp = -(-T // self.patch_size[1])
+
+        def merge(t):
+            t = t.view(B, C, Fp, Tpc, *t.shape[2:]).transpose(1, 2)
+            t = t.reshape(B, Fp, C * Tpc, *t.shape[4:])[:, :, :Tp]
+            return t.reshape(B, Fp * Tp, *t.shape[3:])
+
+        full_mask = token_mask(valid, (Fp, Tp), self.patch_size[1])
+        if lengths is None:
+            full_mask = None
+        layers = [merge(t) for t in layers] if layers is not None else None
+        return EncoderOutput(merge(tokens), full_mask, (Fp, Tp), layers)
+
+    @staticmethod
+    def frame_features(out):
+        """``(f t) d -> t (f d)``: frame-level features ``[B, Tp, Fp*D]``.
+
+        Arguments
+        ---------
+        out : EncoderOutput
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        Fp, Tp = out.grid
+        B, _, D = out.tokens.shape
+        t = out.tokens.view(B, Fp, Tp, D).permute(0, 2, 1, 3)
+        return t.reshape(B, Tp, Fp * D)
+
+    @staticmethod
+    def frame_mask(out):
+        """``[B, Tp]`` True for real frames of :meth:`frame_features` (or None)."""
+        if out.mask is None:
+            return None
+        Fp, Tp = out.grid
+        return out.mask.view(-1, Fp, Tp)[:, 0]
+
+    @staticmethod
+    def clip_embedding(out):
+        """Clip-level mean of the real tokens ``[B, D]``."""
+        return masked_mean(out.tokens, out.mask)
