@@ -1,0 +1,136 @@
+import pytest
+import torch
+from speechbrain.utils.checkpoints import Checkpointer
+from torch import nn
+
+from aasp_sb.lobes.teacher import EMASchedule, EMATeacher
+
+
+def _student():
+    return nn.Sequential(
+        nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 3)
+    )
+
+
+def test_copy_is_frozen_eval_and_independent():
+    student = _student()
+    teacher = EMATeacher(student)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(p.requires_grad for p in student.parameters())
+    assert not teacher.training and not teacher.module[2].training
+    for ps, pt in zip(student.parameters(), teacher.parameters()):
+        assert torch.equal(ps, pt) and ps.data_ptr() != pt.data_ptr()
+
+
+def test_stays_eval_after_train_even_inside_module_dict():
+    student = _student()
+    modules = nn.ModuleDict(
+        {"student": student, "teacher": EMATeacher(student)}
+    )
+    modules.train()
+    teacher = modules["teacher"]
+    assert student.training
+    assert not teacher.training
+    assert not any(m.training for m in teacher.modules())
+    x = torch.randn(4, 6)
+    assert torch.equal(teacher(x), teacher(x))  # no dropout
+
+
+def test_forward_builds_no_graph():
+    teacher = EMATeacher(_student())
+    out = teacher(torch.randn(4, 6, requires_grad=True))
+    assert not out.requires_grad
+
+
+def test_ema_update_math_exact():
+    student = _student()
+    teacher = EMATeacher(student)
+    with torch.no_grad():
+        # dyadic values: decay * t + (1 - decay) * s is exact in float32,
+        # whatever the order of operations (or FMA) of the kernels
+        for p in teacher.parameters():
+            p.copy_(torch.randint(-64, 64, p.shape) / 8.0)
+        for p in student.parameters():
+            p.copy_(torch.randint(-64, 64, p.shape) / 8.0)
+        student[1].running_mean.add_(1.0)
+    before = [p.clone() for p in teacher.parameters()]
+    decay = 0.75
+    teacher.update(student, decay)
+    for t0, s, t1 in zip(before, student.parameters(), teacher.parameters()):
+        assert torch.equal(t1, t0 * decay + s * (1 - decay))
+    assert torch.equal(teacher.module[1].running_mean, student[1].running_mean)
+    # general values: equal up to float32 rounding
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    before = [p.clone() for p in teacher.parameters()]
+    teacher.update(student, 0.999)
+    for t0, s, t1 in zip(before, student.parameters(), teacher.parameters()):
+        assert torch.allclose(t1, 0.999 * t0 + 0.001 * s, rtol=1e-6, atol=1e-7)
+    # decay 1 keeps the teacher, decay 0 copies the student
+    snapshot = [p.clone() for p in teacher.parameters()]
+    teacher.update(student, 1.0)
+    assert all(
+        torch.equal(a, b) for a, b in zip(snapshot, teacher.parameters())
+    )
+    teacher.update(student, 0.0)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(student.parameters(), teacher.parameters())
+    )
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_update_through_wrapper_and_mismatch():
+    student = _student()
+    teacher = EMATeacher(nn.DataParallel(student))
+    teacher.update(nn.DataParallel(student), 0.5)
+    with pytest.raises(ValueError, match="parameter tensors"):
+        teacher.update(nn.Linear(6, 8), 0.5)
+    with pytest.raises(ValueError, match="decay"):
+        teacher.update(student, 1.5)
+
+
+def test_checkpointer_round_trip(tmp_path):
+    student = _student()
+    teacher = EMATeacher(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    teacher.update(student, 0.3)
+    ckpt = Checkpointer(tmp_path, recoverables={"teacher": teacher})
+    ckpt.save_checkpoint()
+    fresh = EMATeacher(_student())
+    Checkpointer(
+        tmp_path, recoverables={"teacher": fresh}
+    ).recover_if_possible()
+    for a, b in zip(teacher.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not fresh.training
+    assert not any(p.requires_grad for p in fresh.parameters())
+
+
+@pytest.mark.parametrize("mode", ["linear", "cosine"])
+def test_schedule_endpoints_monotonic_clamped(mode):
+    sched = EMASchedule(0.9995, 0.99999, total_steps=1000, mode=mode)
+    values = [sched(s) for s in range(0, 1001, 50)]
+    assert values[0] == 0.9995 and values[-1] == 0.99999
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert sched(10**7) == 0.99999 and sched(-5) == 0.9995
+    assert sched(500) == pytest.approx((0.9995 + 0.99999) / 2)
+    assert sched.decay(200) == sched(200)
+
+
+def test_schedule_cosine_is_slower_at_start():
+    lin = EMASchedule(0.9, 1.0, total_steps=100)
+    cos = EMASchedule(0.9, 1.0, total_steps=100, mode="cosine")
+    assert cos(10) < lin(10) and cos(90) > lin(90)
+
+
+def test_schedule_bad_arguments():
+    with pytest.raises(ValueError, match="total_steps"):
+        EMASchedule(0.9, 0.99)
+    with pytest.raises(ValueError, match="mode"):
+        EMASchedule(0.9, 0.99, 10, mode="exp")
+    with pytest.raises(ValueError, match="end"):
+        EMASchedule(0.9, 1.5, 10)
