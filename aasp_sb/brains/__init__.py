@@ -1,0 +1,1 @@
+"""SpeechBrain ``Brain`` subclasses: pre-training and fine-tuning."""

@@ -1,0 +1,374 @@
+"""AaSPBrain: teacher-student masked modelling with multi-mask contrastive regularisation.
+
+One training step (DESIGN §4):
+
+1. waveform crops -> normalised log-mel -> the student's stem **once** per clip;
+2. ``M`` random masks per clip; the student encodes the visible tokens of all
+   ``B * M`` views in one batch;
+3. the cross-attention predictor predicts the masked tokens' features from the
+   student's outputs;
+4. the EMA teacher encodes the masked tokens (``teacher_input: masked``) or
+   the whole clip once (``full``), targets are layer-normalised;
+5. loss = ``2 - 2 cos`` over masked positions + ``lambda`` x multi-positive
+   InfoNCE between the views' pooled student outputs;
+6. after each optimiser step: lr schedule, EMA update of the teacher.
+
+SpeechBrain 1.1.2 pitfalls handled here: gradients are clipped over *all*
+parameter groups, the frozen teacher is kept out of the optimiser and in eval
+mode, a non-finite loss skips the update (optimiser and EMA untouched) and
+stops the run after ``nonfinite_patience`` in a row, checkpoint meta values
+are plain floats, and the lr schedule keeps per-group scales.
+"""
+
+import json
+import logging
+import math
+import os
+
+import speechbrain as sb
+import torch
+from torch.utils.data import DataLoader
+
+from aasp_sb.evaluation.metrics import rankme
+from aasp_sb.lobes.encoder import masked_mean
+from aasp_sb.losses import (
+    layer_norm_targets,
+    multi_positive_infonce,
+    regression_loss,
+)
+from aasp_sb.masking import gather_tokens, multi_mask
+from aasp_sb.schedulers import WarmupCosine, clip_grad_norm_all, param_groups
+
+logger = logging.getLogger(__name__)
+
+TEACHER_INPUTS = ("masked", "full")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when too many consecutive steps had a non-finite loss."""
+
+
+def check_pretrain_hparams(hparams):
+    """Validates the pre-training keys before anything is built or trained.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded hyper-parameters.
+
+    Raises
+    ------
+    ValueError
+        Naming the offending key.
+
+    Example
+    -------
+    >>> check_pretrain_hparams({"mask_ratio": 0.7, "num_masks": 4, "teacher_input": "masked"})
+    >>> check_pretrain_hparams({"mask_ratio": 1.2})
+    Traceback (most recent call last):
+    ...
+    ValueError: mask_ratio must be in (0, 1), got 1.2
+    """
+    ratio = hparams.get("mask_ratio", 0.7)
+    if not 0.0 < float(ratio) < 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1), got {ratio}")
+    if int(hparams.get("num_masks", 1)) < 1:
+        raise ValueError(f"num_masks must be >= 1, got {hparams['num_masks']}")
+    contrastive = float(hparams.get("contrastive_weight", 0.0))
+    if contrastive > 0 and int(hparams.get("num_masks", 1)) < 2:
+        raise ValueError(
+            "contrastive_weight > 0 needs num_masks >= 2 (the views of a clip "
+            "are each other's positives)"
+        )
+    mode = hparams.get("teacher_input", "masked")
+    if mode not in TEACHER_INPUTS:
+        raise ValueError(f"teacher_input must be one of {TEACHER_INPUTS}, got {mode!r}")
+    if float(hparams.get("tau", 0.2)) <= 0:
+        raise ValueError(f"tau must be positive, got {hparams['tau']}")
+
+
+class AaSPBrain(sb.Brain):
+    """Pre-trains AaPE + ViT with AaSP's objective.
+
+    Expected ``modules``: ``compute_features`` (waveform -> log-mel),
+    ``encoder`` (:class:`~aasp_sb.lobes.encoder.AudioViT`, the student),
+    ``teacher`` (:class:`~aasp_sb.lobes.teacher.EMATeacher` of the encoder),
+    ``predictor`` (:class:`~aasp_sb.lobes.predictor.CrossAttentionPredictor`),
+    ``contrastive_head`` (:class:`~aasp_sb.losses.ContrastiveHead`).
+
+    Expected hparams: ``num_masks``, ``mask_ratio``, ``teacher_input``,
+    ``target_layers``, ``contrastive_weight``, ``tau``, ``lr`` (peak lr),
+    ``weight_decay``, ``warmup_epochs``, ``number_of_epochs``,
+    ``ema_schedule`` (an :class:`~aasp_sb.lobes.teacher.EMASchedule` built
+    with ``total_steps`` set here), ``seed``; optional ``log_interval``
+    (steps between lines of ``metrics.jsonl``), ``train_logger``,
+    ``epoch_counter``. SpeechBrain's run option ``nonfinite_patience``
+    (YAML or ``--nonfinite_patience``) is the number of consecutive
+    non-finite losses after which the run stops.
+
+    The batch must provide ``sig`` (fixed-length crops, see
+    :func:`aasp_sb.data.pipeline.pretrain_dataset`).
+    """
+
+    def on_fit_start(self):
+        """Checks the config, then the usual SpeechBrain start-up (optimisers, recovery)."""
+        check_pretrain_hparams(vars(self.hparams))
+        self.consecutive_nonfinite = 0
+        self.skipped_steps = 0
+        self._stage_sums = {}
+        self._valid_embeddings = []
+        super().on_fit_start()
+        self.modules.teacher.train(False)
+
+    # ------------------------------------------------------------------ data
+    def fit(
+        self,
+        epoch_counter,
+        train_set,
+        valid_set=None,
+        progressbar=None,
+        train_loader_kwargs=None,
+        valid_loader_kwargs=None,
+    ):
+        """Builds the train loader first so the schedules know the steps per epoch.
+
+        Arguments are those of :meth:`speechbrain.core.Brain.fit`.
+        """
+        train_loader_kwargs = train_loader_kwargs or {}
+        valid_loader_kwargs = valid_loader_kwargs or {}
+        if not isinstance(train_set, DataLoader):
+            train_set = self.make_dataloader(
+                train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs
+            )
+        self.train_loader = train_set
+        self.has_valid = valid_set is not None
+        self.steps_per_epoch = max(
+            1, math.ceil(len(train_set) / self.grad_accumulation_factor)
+        )
+        return super().fit(
+            epoch_counter,
+            train_set,
+            valid_set,
+            progressbar,
+            train_loader_kwargs,
+            valid_loader_kwargs,
+        )
+
+    # ------------------------------------------------------------ optimiser
+    def init_optimizers(self):
+        """AdamW over the trainable modules (teacher excluded), weight decay on matrices only."""
+        trainable = torch.nn.ModuleDict(
+            {k: m for k, m in self.modules.items() if k != "teacher"}
+        )
+        groups = param_groups(trainable, self.hparams.weight_decay)
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"optimizer": self.optimizer}
+        total = self.steps_per_epoch * self.hparams.number_of_epochs
+        warmup = int(round(self.hparams.warmup_epochs * self.steps_per_epoch))
+        self.lr_scheduler = WarmupCosine(
+            self.optimizer, warmup_steps=min(warmup, total - 1), total_steps=total
+        )
+        self.hparams.ema_schedule.total_steps = max(1, total)
+        if self.checkpointer is not None:
+            for name, obj in (
+                ("optimizer", self.optimizer),
+                ("lr_scheduler", self.lr_scheduler),
+            ):
+                self.checkpointer.recoverables.pop(name, None)
+                self.checkpointer.add_recoverable(name, obj)
+
+    def optimizers_step(self):
+        """Clips over all groups, steps, schedules the lr, updates the teacher."""
+        self.scaler.unscale_(self.optimizer)
+        max_norm = getattr(self, "max_grad_norm", 0) or 0
+        if max_norm > 0:
+            clip_grad_norm_all(self.optimizer, max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
+        self.lr_scheduler.step()
+        self.ema_decay = self.hparams.ema_schedule(self.optimizer_step)
+        self.modules.teacher.update(self.modules.encoder, self.ema_decay)
+
+    def fit_batch(self, batch):
+        """One (accumulated) step; a non-finite loss skips the update entirely."""
+        should_step = (self.step % self.grad_accumulation_factor) == 0
+        with self.no_sync(not should_step):
+            with self.training_ctx:
+                outputs = self.compute_forward(batch, sb.Stage.TRAIN)
+                loss = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+            if not torch.isfinite(loss):
+                self._skip_nonfinite(batch)
+                return loss.detach().cpu()
+            self.consecutive_nonfinite = 0
+            self.scaler.scale(loss / self.grad_accumulation_factor).backward()
+        if should_step:
+            self.optimizers_step()
+        self._log_step(outputs, loss)
+        return loss.detach().cpu()
+
+    def _skip_nonfinite(self, batch):
+        self.optimizer.zero_grad(set_to_none=True)
+        self.consecutive_nonfinite += 1
+        self.skipped_steps += 1
+        patience = int(self.nonfinite_patience)
+        logger.warning(
+            "Non-finite loss at epoch %s step %d (clips %s): update skipped, "
+            "optimiser and teacher untouched (%d in a row)",
+            getattr(self.hparams.epoch_counter, "current", "?"),
+            self.step,
+            list(getattr(batch, "id", []))[:8],
+            self.consecutive_nonfinite,
+        )
+        if self.consecutive_nonfinite >= patience:
+            raise NonFiniteLossError(
+                f"{self.consecutive_nonfinite} consecutive non-finite losses "
+                f"(nonfinite_patience={patience}): stopping. Lower the lr, check "
+                "the input normalisation, or resume from the last checkpoint."
+            )
+
+    # -------------------------------------------------------------- forward
+    def mask_generator(self, stage):
+        """A generator seeded by (seed, epoch, step): same masks after a resume."""
+        epoch = getattr(self.hparams.epoch_counter, "current", 0)
+        offset = {sb.Stage.TRAIN: 0, sb.Stage.VALID: 1, sb.Stage.TEST: 2}[stage]
+        seed = (int(self.hparams.seed) * 1_000_003 + epoch * 10_007 + self.step) * 3
+        if stage != sb.Stage.TRAIN:
+            seed = int(self.hparams.seed) * 7 + self.step  # fixed masks for validation
+        return torch.Generator().manual_seed(seed + offset)
+
+    def compute_forward(self, batch, stage):
+        """Student, predictor and teacher forward passes for all masked views."""
+        batch = batch.to(self.device)
+        wavs, _ = batch.sig
+        feats = self.modules.compute_features(wavs)
+        hp = self.hparams
+        encoder = self.modules.encoder
+        tokens, _, grid = encoder.embed(feats)
+        B, N, _ = tokens.shape
+        M = int(hp.num_masks)
+        visible, masked = multi_mask(
+            B, N, M, hp.mask_ratio, generator=self.mask_generator(stage)
+        )
+        visible, masked = visible.to(self.device), masked.to(self.device)
+        student, _ = encoder.encode(gather_tokens(tokens, visible))
+        pred = self.modules.predictor(
+            student, visible.flatten(0, 1), masked.flatten(0, 1), grid
+        )
+        targets = self.teacher_targets(feats, masked)
+        pooled = student.mean(dim=1).view(B, M, -1)
+        out = {"pred": pred, "targets": targets, "pooled": pooled}
+        if stage != sb.Stage.TRAIN:
+            with torch.no_grad():
+                full, _ = encoder.encode(tokens)
+            out["clip_embedding"] = masked_mean(full, None)
+        return out
+
+    @torch.no_grad()
+    def teacher_targets(self, feats, masked):
+        """Layer-normalised teacher features at the masked positions ``[B*M, Nm, D]``."""
+        teacher = self.modules.teacher.module
+        top_k = int(getattr(self.hparams, "target_layers", 1))
+        tokens, _, _ = teacher.embed(feats)
+        if self.hparams.teacher_input == "masked":
+            out, layers = teacher.encode(
+                gather_tokens(tokens, masked), return_layers=top_k > 1
+            )
+            return layer_norm_targets(layers if top_k > 1 else out, top_k)
+        out, layers = teacher.encode(tokens, return_layers=top_k > 1)
+        targets = layer_norm_targets(layers if top_k > 1 else out, top_k)
+        return gather_tokens(targets, masked)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Regression (2 - 2 cos) plus lambda x multi-mask contrastive."""
+        hp = self.hparams
+        reg = regression_loss(predictions["pred"].float(), predictions["targets"].float())
+        loss = reg
+        parts = {"regression": reg.detach()}
+        weight = float(getattr(hp, "contrastive_weight", 0.0))
+        if weight > 0:
+            z = self.modules.contrastive_head(predictions["pooled"].float())
+            con = multi_positive_infonce(z, hp.tau)
+            loss = reg + weight * con
+            parts["contrastive"] = con.detach()
+        parts["loss"] = loss.detach()
+        self._accumulate(stage, parts)
+        if stage != sb.Stage.TRAIN:
+            self._valid_embeddings.append(predictions["clip_embedding"].float().cpu())
+        self._last_parts = parts
+        return loss
+
+    # ------------------------------------------------------------- logging
+    def _accumulate(self, stage, parts):
+        sums = self._stage_sums.setdefault(stage, {})
+        for k, v in parts.items():
+            if torch.isfinite(v):
+                total, count = sums.get(k, (0.0, 0))
+                sums[k] = (total + float(v), count + 1)
+
+    def _log_step(self, outputs, loss):
+        interval = int(getattr(self.hparams, "log_interval", 0) or 0)
+        if interval <= 0 or self.optimizer_step % interval or not sb.utils.distributed.if_main_process():
+            return
+        record = {
+            "step": int(self.optimizer_step),
+            "epoch": int(getattr(self.hparams.epoch_counter, "current", 0)),
+            "lr": float(self.lr_scheduler.current_lr),
+            "ema_decay": float(getattr(self, "ema_decay", 0.0)),
+        }
+        record.update({k: float(v) for k, v in self._last_parts.items()})
+        path = os.path.join(self.hparams.output_folder, "metrics.jsonl")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the per-stage running sums."""
+        self._stage_sums[stage] = {}
+        if stage != sb.Stage.TRAIN:
+            self._valid_embeddings = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs loss parts, lr, EMA decay and RankMe; checkpoints after validation."""
+        sums = self._stage_sums.get(stage, {})
+        stats = {k: round(t / max(c, 1), 5) for k, (t, c) in sums.items()}
+        stats["loss"] = round(float(stage_loss), 5)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        if self._valid_embeddings:
+            stats["rankme"] = round(float(rankme(torch.cat(self._valid_embeddings))), 3)
+        if stage == sb.Stage.VALID:
+            meta = {k: float(v) for k, v in stats.items()}
+            epoch_stats = {
+                "epoch": epoch,
+                "lr": float(self.lr_scheduler.current_lr),
+                "ema_decay": float(getattr(self, "ema_decay", 0.0)),
+                "skipped_steps": int(self.skipped_steps),
+            }
+            if hasattr(self.hparams, "train_logger"):
+                self.hparams.train_logger.log_stats(
+                    stats_meta=epoch_stats,
+                    train_stats=getattr(self, "train_stats", None),
+                    valid_stats=stats,
+                )
+            self._write_epoch_record(epoch_stats, stats)
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta=meta, min_keys=["loss"], num_to_keep=2
+                )
+        elif hasattr(self.hparams, "train_logger"):
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stats,
+            )
+
+    def _write_epoch_record(self, epoch_stats, valid_stats):
+        if not sb.utils.distributed.if_main_process():
+            return
+        record = dict(epoch_stats)
+        record.update({f"train_{k}": v for k, v in getattr(self, "train_stats", {}).items()})
+        record.update({f"valid_{k}": v for k, v in valid_stats.items()})
+        path = os.path.join(self.hparams.output_folder, "epochs.jsonl")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Recipe: AaSP pre-training (AaPE + ViT, teacher-student masked modelling).
+
+Usage::
+
+    python recipes/pretrain/train.py hparams/aasp_base.yaml --data_folder=/data/audioset
+    python recipes/pretrain/train.py hparams/aasp_tiny.yaml \
+        --data_folder=/any/folder/of/audio --output_folder=results/tiny
+    torchrun --nproc_per_node=4 recipes/pretrain/train.py hparams/aasp_base.yaml \
+        --data_folder=/data/audioset
+
+Every top-level YAML key can be overridden on the command line
+(``--use_aape=False`` gives the plain-stem ablation with everything else equal).
+Re-running the same command resumes from the last checkpoint.
+"""
+
+import logging
+import os
+import sys
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.distributed import run_on_main
+
+from aasp_sb.brains.pretrain import AaSPBrain, check_pretrain_hparams
+from aasp_sb.data.audioset import prepare_audioset
+from aasp_sb.data.folder import prepare_audio_folder
+from aasp_sb.data.pipeline import pretrain_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def crop_seconds(hparams):
+    """Seconds of audio giving exactly ``crop_frames`` log-mel frames."""
+    hop = hparams["compute_features"].logmel.hop_length
+    return (hparams["crop_frames"] - 1) * hop / hparams["sample_rate"]
+
+
+def prepare_data(hparams):
+    """Writes train/valid manifests for a folder of audio or AudioSet.
+
+    With ``train_csv`` set (a manifest ``ID,duration,wav``), no preparation
+    runs and ``valid_csv`` (optional) is used as given.
+    """
+    if hparams.get("train_csv"):
+        return hparams["train_csv"], hparams.get("valid_csv")
+    save = os.path.join(hparams["output_folder"], "data")
+    kwargs = dict(
+        data_folder=hparams["data_folder"],
+        save_folder=save,
+        valid_fraction=hparams["valid_fraction"],
+        seed=hparams["seed"],
+    )
+    source = hparams["data_source"]
+    if source == "folder":
+        run_on_main(prepare_audio_folder, kwargs=kwargs)
+    elif source == "audioset":
+        kwargs["segments_csv"] = hparams.get("segments_csv")
+        run_on_main(prepare_audioset, kwargs=kwargs)
+    else:
+        raise ValueError(f"data_source must be 'folder' or 'audioset', got {source!r}")
+    train_csv = os.path.join(save, "train.csv")
+    valid_csv = os.path.join(save, "valid.csv")
+    return train_csv, valid_csv if os.path.exists(valid_csv) else None
+
+
+def dataio_prep(hparams, train_csv, valid_csv):
+    """Random crops for training, start crops for validation."""
+    seconds = crop_seconds(hparams)
+    train = pretrain_dataset(
+        train_csv, seconds, sample_rate=hparams["sample_rate"], mode="random"
+    )
+    valid = None
+    if valid_csv is not None:
+        valid = pretrain_dataset(
+            valid_csv, seconds, sample_rate=hparams["sample_rate"], mode="start"
+        )
+    return train, valid
+
+
+def resolve_precision(hparams, run_opts):
+    """bf16 autocast on CUDA; fp32 on CPU unless ``--precision`` was given."""
+    device = run_opts.get("device") or ("cuda:0" if sb.utils.distributed.infer_device().startswith("cuda") else "cpu")
+    if "precision" not in run_opts and not device.startswith("cuda"):
+        if hparams.get("precision", "fp32") != "fp32":
+            logger.info("CPU run: using fp32 instead of %s", hparams["precision"])
+        hparams["precision"] = "fp32"
+
+
+def main(argv):
+    """Parses arguments, prepares data, pre-trains."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    check_pretrain_hparams(hparams)  # fail before any data preparation
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    resolve_precision(hparams, run_opts)
+    train_csv, valid_csv = prepare_data(hparams)
+    train_set, valid_set = dataio_prep(hparams, train_csv, valid_csv)
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    effective_batch = hparams["batch_size"] * hparams["grad_accumulation_factor"] * world
+    hparams["lr"] = hparams["base_lr"] * effective_batch / 256
+    logger.info("Effective batch %d -> lr %.3g", effective_batch, hparams["lr"])
+    hparams["opt_class"].keywords["lr"] = hparams["lr"]
+
+    brain = AaSPBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    loader = {
+        "batch_size": hparams["batch_size"],
+        "num_workers": hparams["num_workers"],
+        "shuffle": True,
+        "drop_last": True,
+    }
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_set,
+        valid_set,
+        train_loader_kwargs=loader,
+        valid_loader_kwargs={
+            "batch_size": hparams["batch_size"],
+            "num_workers": hparams["num_workers"],
+        },
+    )
+    return brain
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

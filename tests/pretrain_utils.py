@@ -1,0 +1,40 @@
+"""Helpers to run the pre-training recipe on tiny settings inside tests."""
+
+import importlib.util
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ROOT / "hparams" / "aasp_tiny.yaml"
+
+TINY_OVERRIDES = {
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "crop_frames": 64,
+    "aape_modes": 4,
+    "predictor_dim": 32,
+    "predictor_depth": 1,
+    "predictor_heads": 2,
+    "batch_size": 4,
+    "number_of_epochs": 2,
+    "valid_fraction": 0.2,
+}
+
+
+def load_recipe():
+    """Imports recipes/pretrain/train.py as a module."""
+    spec = importlib.util.spec_from_file_location(
+        "aasp_pretrain_recipe", ROOT / "recipes" / "pretrain" / "train.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def recipe_args(data_folder, output_folder, **overrides):
+    """Command-line arguments for a tiny CPU pre-training run."""
+    opts = dict(TINY_OVERRIDES)
+    opts.update(overrides)
+    args = [str(TINY), f"--data_folder={data_folder}", f"--output_folder={output_folder}"]
+    args += [f"--{k}={v}" for k, v in opts.items()]
+    return args + ["--device=cpu"]

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+import torch
+from pretrain_utils import load_recipe, recipe_args
+
+from aasp_sb.brains.pretrain import AaSPBrain, check_pretrain_hparams
+from aasp_sb.data.demo import make_unlabeled_folder
+from aasp_sb.pretrained import load_pretrained
+
+
+@pytest.fixture(scope="module")
+def audio_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("audio")
+    make_unlabeled_folder(str(folder), n=20, seconds=(0.3, 2.5), seed=3)
+    return folder
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_recipe_runs_on_mixed_audio_and_writes_loadable_checkpoint(audio_folder, tmp_path):
+    recipe = load_recipe()
+    out = tmp_path / "run"
+    brain = recipe.main(recipe_args(audio_folder, out, number_of_epochs=1))
+    assert brain.optimizer_step > 0
+    parts = load_pretrained(out)
+    assert torch.equal(
+        parts.encoder.state_dict()["blocks.0.mlp.fc1.weight"],
+        brain.modules.encoder.state_dict()["blocks.0.mlp.fc1.weight"].cpu(),
+    )
+    epochs = read_jsonl(out / "epochs.jsonl")
+    assert "valid_rankme" in epochs[-1] and epochs[-1]["valid_rankme"] > 1.0
+
+
+def test_fit_lowers_the_regression_loss(audio_folder, tmp_path):
+    recipe = load_recipe()
+    out = tmp_path / "run"
+    recipe.main(recipe_args(audio_folder, out, number_of_epochs=6, contrastive_weight=0.0))
+    steps = read_jsonl(out / "metrics.jsonl")
+    first = sum(s["regression"] for s in steps[:4]) / 4
+    last = sum(s["regression"] for s in steps[-4:]) / 4
+    assert last < first * 0.8, (first, last)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_state(audio_folder, tmp_path, monkeypatch):
+    recipe = load_recipe()
+    common = dict(number_of_epochs=2, ckpt_interval_steps=2)
+    ref = recipe.main(recipe_args(audio_folder, tmp_path / "ref", **common))
+
+    original = AaSPBrain.fit_batch
+    calls = {"n": 0}
+
+    def crashing_fit_batch(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the intra-epoch checkpoint at step 4 (epoch 2)
+            raise Interrupt()
+        return original(self, batch)
+
+    monkeypatch.setattr(AaSPBrain, "fit_batch", crashing_fit_batch)
+    out = tmp_path / "resumed"
+    with pytest.raises(Interrupt):
+        recipe.main(recipe_args(audio_folder, out, **common))
+    monkeypatch.setattr(AaSPBrain, "fit_batch", original)
+    resumed = recipe.main(recipe_args(audio_folder, out, **common))
+
+    assert resumed.optimizer_step == ref.optimizer_step
+    for name in ("teacher", "encoder", "predictor"):
+        a = ref.modules[name].state_dict()
+        b = resumed.modules[name].state_dict()
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=1e-6), (name, key)
+    sa = ref.optimizer.state_dict()["state"]
+    sb_ = resumed.optimizer.state_dict()["state"]
+    for idx in sa:
+        assert torch.allclose(sa[idx]["exp_avg"], sb_[idx]["exp_avg"], atol=1e-6)
+    assert resumed.lr_scheduler.current_lr == pytest.approx(ref.lr_scheduler.current_lr)
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("mask_ratio", 1.0, "mask_ratio"),
+        ("teacher_input", "half", "teacher_input"),
+        ("num_masks", 0, "num_masks"),
+    ],
+)
+def test_bad_configuration_fails_before_training(key, value, match):
+    hp = {"mask_ratio": 0.7, "num_masks": 4, "teacher_input": "masked"}
+    hp[key] = value
+    with pytest.raises(ValueError, match=match):
+        check_pretrain_hparams(hp)
