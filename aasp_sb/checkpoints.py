@@ -27,7 +27,11 @@ from speechbrain.utils.checkpoints import (
     Checkpointer,
     get_default_hook,
 )
-from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
+from speechbrain.utils.distributed import (
+    ddp_barrier,
+    ddp_broadcast,
+    if_main_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +124,7 @@ class AtomicCheckpointer(Checkpointer):
         )
 
     def save_checkpoint(
-        self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO
+        self, meta=None, end_of_epoch=True, name=None, verbosity=logging.INFO
     ):
         """Saves into a temporary folder, meta last, then renames it into place.
 
@@ -140,6 +144,8 @@ class AtomicCheckpointer(Checkpointer):
         Checkpoint or None
             The saved checkpoint (None on non-main processes).
         """
+        if meta is None:
+            meta = {}
         final_dir = tmp_dir = None
         if if_main_process():
             if name is None:
