@@ -1,0 +1,452 @@
+"""Manifest for a folder of unlabelled audio (any tree of audio files).
+
+:func:`prepare_audio_folder` turns a directory tree into SpeechBrain CSV
+manifests (``ID,duration,wav``) for pre-training. The manifest helpers here
+(:func:`write_csv`, :func:`read_csv`, :func:`probe_files`, the option record
+that makes preparation idempotent) are shared by the other preparation
+modules.
+
+Supported formats are those of the installed libsndfile (checked with
+libsndfile 1.2.2 / soundfile 0.14: WAV, FLAC, OGG Vorbis/Opus and MP3 all
+read, with exact frame counts and seeking). With libsndfile < 1.1, MP3 files
+fail their header read and are listed as unreadable instead of crashing.
+"""
+
+import csv
+import json
+import logging
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+from aasp_sb.data.audio import AudioLoadError, audio_info
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3")
+MAX_LOGGED_PATHS = 20
+
+
+def list_audio_files(data_folder, extensions=AUDIO_EXTENSIONS):
+    """All audio files under ``data_folder``, sorted (deterministic).
+
+    Hidden files and folders (name starting with ``.``, e.g. macOS ``._x.wav``
+    resource forks) are ignored; extensions match case-insensitively.
+
+    Arguments
+    ---------
+    data_folder : str
+        Root of the tree.
+    extensions : sequence of str
+        Extensions without dot.
+
+    Returns
+    -------
+    list of str
+        Absolute paths, sorted.
+
+    Example
+    -------
+    >>> root = getfixture("tmp_path")
+    >>> (root / "sub").mkdir()
+    >>> for name in ["b.WAV", "sub/a.flac", "notes.txt", ".hidden.wav"]:
+    ...     _ = (root / name).write_bytes(b"")
+    >>> [os.path.relpath(p, root) for p in list_audio_files(str(root))]
+    ['b.WAV', 'sub/a.flac']
+    """
+    data_folder = os.path.abspath(str(data_folder))
+    if not os.path.isdir(data_folder):
+        raise FileNotFoundError(f"data folder '{data_folder}' does not exist")
+    exts = {"." + e.lower().lstrip(".") for e in extensions}
+    found = []
+    for root, dirs, files in os.walk(data_folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith("."):
+                continue
+            if os.path.splitext(name)[1].lower() in exts:
+                found.append(os.path.join(root, name))
+    return sorted(found)
+
+
+def probe_files(paths, num_workers=0):
+    """Reads the headers of ``paths``: duration or the reason for failure.
+
+    Arguments
+    ---------
+    paths : list of str
+        Audio files.
+    num_workers : int
+        Threads used to read headers (0: in this thread).
+
+    Returns
+    -------
+    list of tuple
+        One ``(duration_seconds or None, error_reason or None)`` per path.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> good = str(getfixture("tmp_path") / "good.wav")
+    >>> sf.write(good, np.zeros(8000, dtype="float32"), 16000)
+    >>> probe_files([good, "/nonexistent.wav"])[0]
+    (0.5, None)
+    """
+
+    def probe(path):
+        try:
+            frames, sr, _ = audio_info(path)
+        except AudioLoadError as err:
+            return None, err.reason
+        if frames <= 0:
+            return None, "zero-length audio"
+        return frames / sr, None
+
+    if num_workers and num_workers > 0:
+        with ThreadPoolExecutor(max_workers=int(num_workers)) as pool:
+            return list(pool.map(probe, paths))
+    return [probe(p) for p in paths]
+
+
+def write_csv(path, rows, fieldnames):
+    """Writes a SpeechBrain CSV atomically (temporary file, then rename).
+
+    Arguments
+    ---------
+    path : str
+        Output CSV.
+    rows : iterable of dict
+        Rows; keys are a superset of ``fieldnames``.
+    fieldnames : list of str
+        Columns, ``ID`` first.
+
+    Example
+    -------
+    >>> path = str(getfixture("tmp_path") / "m.csv")
+    >>> write_csv(path, [{"ID": "a", "duration": 1.5, "wav": "/a.wav"}],
+    ...           ["ID", "duration", "wav"])
+    >>> read_csv(path)
+    [{'ID': 'a', 'duration': '1.5', 'wav': '/a.wav'}]
+    """
+    path = str(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+    os.replace(tmp, path)
+
+
+def read_csv(path):
+    """Reads a CSV manifest into a list of dicts (strings), in file order.
+
+    Arguments
+    ---------
+    path : str
+        CSV with a header line.
+
+    Returns
+    -------
+    list of dict
+        The rows.
+    """
+    with open(str(path), newline="", encoding="utf-8") as f:
+        return [dict(row) for row in csv.DictReader(f, skipinitialspace=True)]
+
+
+def options_match(record_path, options, outputs):
+    """True when ``outputs`` all exist and ``record_path`` holds ``options``.
+
+    Arguments
+    ---------
+    record_path : str
+        JSON written by :func:`save_options`.
+    options : dict
+        JSON-serialisable options of the current call.
+    outputs : list of str
+        Files the preparation writes.
+
+    Returns
+    -------
+    bool
+        Whether preparation can be skipped.
+
+    Example
+    -------
+    >>> rec = str(getfixture("tmp_path") / "opts.json")
+    >>> save_options(rec, {"a": 1})
+    >>> options_match(rec, {"a": 1}, [rec]), options_match(rec, {"a": 2}, [rec])
+    (True, False)
+    """
+    if not all(os.path.exists(str(p)) for p in outputs):
+        return False
+    try:
+        with open(str(record_path), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return saved == json.loads(json.dumps(options))
+
+
+def save_options(record_path, options):
+    """Writes the options record used by :func:`options_match`.
+
+    Arguments
+    ---------
+    record_path : str
+        JSON file.
+    options : dict
+        JSON-serialisable options.
+    """
+    record_path = str(record_path)
+    tmp = f"{record_path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(options, f, indent=2, sort_keys=True)
+    os.replace(tmp, record_path)
+
+
+def log_path_list(
+    paths_reasons, what, list_file=None, log_level=logging.WARNING
+):
+    """Logs a list of problem files once: a count, the first paths, a file.
+
+    Arguments
+    ---------
+    paths_reasons : list of tuple
+        ``(path_or_id, reason)`` pairs.
+    what : str
+        Description for the message, e.g. ``"unreadable files skipped"``.
+    list_file : str, optional
+        Where to write the complete list (one ``path<TAB>reason`` per line).
+    log_level : int
+        Logging level of the message.
+    """
+    if not paths_reasons:
+        return
+    shown = "\n".join(
+        f"  {p}" + (f" ({r})" if r else "")
+        for p, r in paths_reasons[:MAX_LOGGED_PATHS]
+    )
+    more = len(paths_reasons) - MAX_LOGGED_PATHS
+    if more > 0:
+        shown += f"\n  ... and {more} more"
+    if list_file is not None:
+        with open(str(list_file), "w", encoding="utf-8") as f:
+            for p, r in paths_reasons:
+                f.write(f"{p}\t{r or ''}\n")
+        shown += f"\n  (full list in '{list_file}')"
+    logger.log(log_level, "%d %s:\n%s", len(paths_reasons), what, shown)
+
+
+def split_rows(rows, valid_fraction, seed=0, where=""):
+    """Deterministic random hold-out of a fraction of ``rows``.
+
+    Arguments
+    ---------
+    rows : list
+        Items to split (order kept inside each part).
+    valid_fraction : float
+        Fraction in [0, 1) held out; when positive at least one item.
+    seed : int
+        Shuffle seed.
+    where : str
+        Name used in error messages.
+
+    Returns
+    -------
+    tuple of list
+        ``(train_rows, valid_rows)``.
+
+    Example
+    -------
+    >>> train, valid = split_rows(list(range(10)), 0.2, seed=0)
+    >>> len(train), len(valid), sorted(train + valid) == list(range(10))
+    (8, 2, True)
+    """
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(
+            f"valid_fraction must be in [0, 1), got {valid_fraction}"
+        )
+    if valid_fraction == 0.0:
+        return list(rows), []
+    n_valid = max(1, int(round(valid_fraction * len(rows))))
+    if n_valid >= len(rows):
+        raise ValueError(
+            f"{where}: valid_fraction={valid_fraction} leaves no training "
+            f"clips out of {len(rows)}"
+        )
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_valid])
+    train = [r for i, r in enumerate(rows) if i not in held]
+    valid = [r for i, r in enumerate(rows) if i in held]
+    return train, valid
+
+
+def unique_ids(paths, root):
+    """IDs from paths relative to ``root`` (posix, extension dropped).
+
+    Files that would share an ID (``a.wav`` and ``a.flac``) keep their
+    extension.
+
+    Arguments
+    ---------
+    paths : list of str
+        Absolute paths under ``root``.
+    root : str
+        Common root.
+
+    Returns
+    -------
+    list of str
+        One unique ID per path.
+
+    Example
+    -------
+    >>> unique_ids(["/r/x/a.wav", "/r/x/a.flac", "/r/b.wav"], "/r")
+    ['x/a.wav', 'x/a.flac', 'b']
+    """
+    rel = [os.path.relpath(p, root).replace(os.sep, "/") for p in paths]
+    stems = [os.path.splitext(r)[0] for r in rel]
+    counts = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    return [s if counts[s] == 1 else r for s, r in zip(stems, rel)]
+
+
+def prepare_audio_folder(
+    data_folder,
+    save_folder,
+    valid_fraction=0.0,
+    extensions=AUDIO_EXTENSIONS,
+    min_seconds=0.0,
+    seed=0,
+    csv_name="train.csv",
+    valid_csv_name="valid.csv",
+    num_workers=0,
+):
+    """Writes manifests ``ID,duration,wav`` for every audio file of a tree.
+
+    Files are listed recursively and sorted; each file's header is read with
+    :func:`~aasp_sb.data.audio.audio_info`. Files whose header cannot be read
+    (or that are empty) are left out and listed once in the log (the full list
+    goes to ``<csv stem>_skipped.txt``); files shorter than ``min_seconds``
+    are left out and counted. The call is idempotent: it returns at once when
+    the CSVs exist and were written with the same options (recorded in
+    ``<csv stem>_prep.json``).
+
+    Arguments
+    ---------
+    data_folder : str
+        Root of the audio tree.
+    save_folder : str
+        Where the CSVs go (created if needed).
+    valid_fraction : float
+        Fraction of files held out (random, seeded) into ``valid_csv_name``;
+        0 writes only ``csv_name``.
+    extensions : sequence of str
+        Audio extensions, matched case-insensitively.
+    min_seconds : float
+        Minimum duration kept.
+    seed : int
+        Seed of the validation split.
+    csv_name : str
+        Training manifest file name.
+    valid_csv_name : str
+        Validation manifest file name (written when ``valid_fraction > 0``).
+    num_workers : int
+        Threads reading headers (useful on network file systems).
+
+    Returns
+    -------
+    dict
+        ``{"train": csv_path, "valid": csv_path or None}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``data_folder`` does not exist.
+    RuntimeError
+        No usable audio found (the message names the folder).
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> root = getfixture("tmp_path")
+    >>> (root / "audio").mkdir()
+    >>> sf.write(str(root / "audio" / "x.wav"), np.zeros(1600), 16000)
+    >>> out = prepare_audio_folder(str(root / "audio"), str(root / "save"))
+    >>> read_csv(out["train"])[0]["ID"], read_csv(out["train"])[0]["duration"]
+    ('x', '0.1')
+    """
+    data_folder = os.path.abspath(str(data_folder))
+    save_folder = os.path.abspath(str(save_folder))
+    stem = os.path.splitext(csv_name)[0]
+    train_csv = os.path.join(save_folder, csv_name)
+    valid_csv = (
+        os.path.join(save_folder, valid_csv_name)
+        if valid_fraction > 0
+        else None
+    )
+    record = os.path.join(save_folder, f"{stem}_prep.json")
+    options = {
+        "data_folder": data_folder,
+        "valid_fraction": float(valid_fraction),
+        "extensions": sorted(e.lower().lstrip(".") for e in extensions),
+        "min_seconds": float(min_seconds),
+        "seed": int(seed),
+        "csv_name": csv_name,
+        "valid_csv_name": valid_csv_name if valid_csv else None,
+    }
+    outputs = [train_csv] + ([valid_csv] if valid_csv else [])
+    if options_match(record, options, outputs):
+        logger.info("%s already prepared in '%s', skipping", stem, save_folder)
+        return {"train": train_csv, "valid": valid_csv}
+
+    skipped_file = os.path.join(save_folder, f"{stem}_skipped.txt")
+    if os.path.exists(skipped_file):
+        os.remove(skipped_file)
+    paths = list_audio_files(data_folder, extensions)
+    probes = probe_files(paths, num_workers=num_workers)
+    ids = unique_ids(paths, data_folder)
+    rows, bad, short = [], [], 0
+    for path, uid, (duration, error) in zip(paths, ids, probes):
+        if error is not None:
+            bad.append((path, error))
+        elif duration < min_seconds:
+            short += 1
+        else:
+            rows.append(
+                {"ID": uid, "duration": round(duration, 4), "wav": path}
+            )
+    os.makedirs(save_folder, exist_ok=True)
+    log_path_list(
+        bad,
+        f"unreadable audio files skipped in '{data_folder}'",
+        list_file=skipped_file,
+    )
+    if short:
+        logger.info("%d files shorter than %.3f s left out", short, min_seconds)
+    if not rows:
+        raise RuntimeError(
+            f"no usable audio in '{data_folder}': {len(paths)} files with "
+            f"extensions {tuple(extensions)} found, {len(bad)} unreadable, "
+            f"{short} shorter than {min_seconds} s"
+        )
+    train, valid = split_rows(rows, valid_fraction, seed, where=data_folder)
+    fields = ["ID", "duration", "wav"]
+    write_csv(train_csv, train, fields)
+    if valid_csv:
+        write_csv(valid_csv, valid, fields)
+    save_options(record, options)
+    logger.info(
+        "prepared '%s': %d train, %d valid clips (%d unreadable, %d short)",
+        data_folder,
+        len(train),
+        len(valid),
+        len(bad),
+        short,
+    )
+    return {"train": train_csv, "valid": valid_csv}
