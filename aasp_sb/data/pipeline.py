@@ -80,6 +80,9 @@ class RobustClipLoader:
         Substitutes tried before falling back to a zero clip.
     skip_counter : SkipCounter, optional
         Where skips are counted (a new one if None).
+    seed : int, optional
+        With a seed, random crops depend only on (seed, epoch, clip), so a
+        resumed run sees the same crops; None uses torch's global RNG.
 
     Example
     -------
@@ -101,6 +104,7 @@ class RobustClipLoader:
         on_error="substitute",
         max_tries=10,
         skip_counter=None,
+        seed=None,
     ):
         if mode not in CROP_MODES:
             raise ValueError(f"mode must be one of {CROP_MODES}, got {mode!r}")
@@ -125,20 +129,35 @@ class RobustClipLoader:
             skip_counter if skip_counter is not None else SkipCounter()
         )
         self.bad_ids = set()
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """Sets the epoch that, with ``seed``, decides the random crops."""
+        self.epoch = int(epoch)
+
+    def generator(self, uid):
+        """Crop generator seeded by (seed, epoch, clip position), or None (global RNG)."""
+        if self.seed is None or self.mode != "random":
+            return None
+        key = (int(self.seed) * 1_000_003 + self.epoch) * 1_000_033
+        return torch.Generator().manual_seed(key + self.position.get(uid, 0))
 
     def _load(self, uid):
         path = self.data[uid]["wav"]
         if self.num_samples is None:
             return load_audio(path, self.sample_rate), 1.0
+        gen = self.generator(uid)
         wav = load_audio(
             path,
             self.sample_rate,
             max_seconds=self.num_samples / self.sample_rate,
             window=self.mode,
+            generator=gen,
         )
         if self.pad == "none":
             return wav[: self.num_samples], 1.0
-        return crop_or_pad(wav, self.num_samples, self.mode, self.pad)
+        return crop_or_pad(wav, self.num_samples, self.mode, self.pad, gen)
 
     def _try(self, uid):
         try:
@@ -220,6 +239,7 @@ def pretrain_dataset(
     max_tries=10,
     skip_counter=None,
     replacements=None,
+    seed=None,
 ):
     """Unlabelled crops for pre-training: output keys ``id``, ``sig``.
 
@@ -248,11 +268,14 @@ def pretrain_dataset(
         also available as ``dataset.skip_counter``.
     replacements : dict, optional
         ``$variable`` replacements for the CSV (SpeechBrain).
+    seed : int, optional
+        Makes random crops a function of (seed, epoch, clip); call
+        ``dataset.set_epoch(epoch)`` before each epoch (AaSPBrain does).
 
     Returns
     -------
     DynamicItemDataset
-        With attributes ``skip_counter`` and ``loader``.
+        With attributes ``skip_counter``, ``loader`` and ``set_epoch``.
 
     Example
     -------
@@ -286,10 +309,12 @@ def pretrain_dataset(
         on_error,
         max_tries,
         counter,
+        seed,
     )
     _add_clip_items(dataset, loader)
     dataset.set_output_keys(["id", "sig"])
     dataset.skip_counter, dataset.loader = counter, loader
+    dataset.set_epoch = loader.set_epoch
     return dataset
 
 

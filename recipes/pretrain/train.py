@@ -68,7 +68,11 @@ def dataio_prep(hparams, train_csv, valid_csv):
     """Random crops for training, start crops for validation."""
     seconds = crop_seconds(hparams)
     train = pretrain_dataset(
-        train_csv, seconds, sample_rate=hparams["sample_rate"], mode="random"
+        train_csv,
+        seconds,
+        sample_rate=hparams["sample_rate"],
+        mode="random",
+        seed=hparams["seed"],
     )
     valid = None
     if valid_csv is not None:
