@@ -28,7 +28,7 @@ def test_recipe_runs_on_mixed_audio_and_writes_loadable_checkpoint(audio_folder,
     parts = load_pretrained(out)
     assert torch.equal(
         parts.encoder.state_dict()["blocks.0.mlp.fc1.weight"],
-        brain.modules.encoder.state_dict()["blocks.0.mlp.fc1.weight"].cpu(),
+        brain.hparams.encoder.state_dict()["blocks.0.mlp.fc1.weight"].cpu(),
     )
     epochs = read_jsonl(out / "epochs.jsonl")
     assert "valid_rankme" in epochs[-1] and epochs[-1]["valid_rankme"] > 1.0
@@ -71,8 +71,8 @@ def test_interrupted_run_resumes_to_the_same_state(audio_folder, tmp_path, monke
 
     assert resumed.optimizer_step == ref.optimizer_step
     for name in ("teacher", "encoder", "predictor"):
-        a = ref.modules[name].state_dict()
-        b = resumed.modules[name].state_dict()
+        a = getattr(ref.hparams, name).state_dict()
+        b = getattr(resumed.hparams, name).state_dict()
         for key in a:
             assert torch.allclose(a[key], b[key], atol=1e-6), (name, key)
     sa = ref.optimizer.state_dict()["state"]

@@ -67,7 +67,7 @@ def test_sigkill_mid_epoch_resumes_with_the_same_state(audio_folder, tmp_path):
     resumed = load_recipe().main(recipe_args(audio_folder, out, **common))
     assert resumed.optimizer_step == ref.optimizer_step
     for name in ("teacher", "encoder"):
-        a, b = ref.modules[name].state_dict(), resumed.modules[name].state_dict()
+        a, b = getattr(ref.hparams, name).state_dict(), getattr(resumed.hparams, name).state_dict()
         for key in a:
             assert torch.allclose(a[key], b[key], atol=1e-6), (name, key)
     assert resumed.lr_scheduler.current_lr == pytest.approx(ref.lr_scheduler.current_lr)
@@ -166,5 +166,5 @@ def test_same_seed_gives_same_masks_losses_and_weights(audio_folder, tmp_path):
     la = read_jsonl(tmp_path / "a" / "metrics.jsonl")
     lb = read_jsonl(tmp_path / "b" / "metrics.jsonl")
     assert [m["loss"] for m in la] == [m["loss"] for m in lb]
-    for key, value in a.modules.encoder.state_dict().items():
-        assert torch.equal(value, b.modules.encoder.state_dict()[key]), key
+    for key, value in a.hparams.encoder.state_dict().items():
+        assert torch.equal(value, b.hparams.encoder.state_dict()[key]), key

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from aasp_sb.evaluation.metrics import rankme
-from aasp_sb.lobes.encoder import masked_mean
+from aasp_sb.lobes.teacher import unwrap_module
 from aasp_sb.losses import (
     layer_norm_targets,
     multi_positive_infonce,
@@ -91,10 +91,10 @@ class AaSPBrain(sb.Brain):
     """Pre-trains AaPE + ViT with AaSP's objective.
 
     Expected ``modules``: ``compute_features`` (waveform -> log-mel),
-    ``encoder`` (:class:`~aasp_sb.lobes.encoder.AudioViT`, the student),
-    ``teacher`` (:class:`~aasp_sb.lobes.teacher.EMATeacher` of the encoder),
-    ``predictor`` (:class:`~aasp_sb.lobes.predictor.CrossAttentionPredictor`),
-    ``contrastive_head`` (:class:`~aasp_sb.losses.ContrastiveHead`).
+    ``student`` (:class:`~aasp_sb.lobes.student.MaskedStudent`: encoder,
+    predictor and contrastive head, so DDP sees one forward), ``teacher``
+    (:class:`~aasp_sb.lobes.teacher.EMATeacher` of the encoder). The student
+    encoder is also expected as ``hparams.encoder``.
 
     Expected hparams: ``num_masks``, ``mask_ratio``, ``teacher_input``,
     ``target_layers``, ``contrastive_weight``, ``tau``, ``lr`` (peak lr),
@@ -157,10 +157,7 @@ class AaSPBrain(sb.Brain):
     # ------------------------------------------------------------ optimiser
     def init_optimizers(self):
         """AdamW over the trainable modules (teacher excluded), weight decay on matrices only."""
-        trainable = torch.nn.ModuleDict(
-            {k: m for k, m in self.modules.items() if k != "teacher"}
-        )
-        groups = param_groups(trainable, self.hparams.weight_decay)
+        groups = param_groups(self.modules.student, self.hparams.weight_decay)
         self.optimizer = self.opt_class(groups)
         self.optimizers_dict = {"optimizer": self.optimizer}
         total = self.steps_per_epoch * self.hparams.number_of_epochs
@@ -189,7 +186,7 @@ class AaSPBrain(sb.Brain):
         self.optimizer_step += 1
         self.lr_scheduler.step()
         self.ema_decay = self.hparams.ema_schedule(self.optimizer_step)
-        self.modules.teacher.update(self.modules.encoder, self.ema_decay)
+        self.modules.teacher.update(self.hparams.encoder, self.ema_decay)
 
     def fit_batch(self, batch):
         """One (accumulated) step; a non-finite loss skips the update entirely."""
@@ -239,30 +236,26 @@ class AaSPBrain(sb.Brain):
         return torch.Generator().manual_seed(seed + offset)
 
     def compute_forward(self, batch, stage):
-        """Student, predictor and teacher forward passes for all masked views."""
+        """Student (all masked views at once), teacher targets, clip embeddings."""
         batch = batch.to(self.device)
         wavs, _ = batch.sig
         feats = self.modules.compute_features(wavs)
         hp = self.hparams
-        encoder = self.modules.encoder
-        tokens, _, grid = encoder.embed(feats)
-        B, N, _ = tokens.shape
-        M = int(hp.num_masks)
+        num_tokens, _ = unwrap_module(self.modules.student).num_tokens(feats.shape[1])
         visible, masked = multi_mask(
-            B, N, M, hp.mask_ratio, generator=self.mask_generator(stage)
+            feats.shape[0],
+            num_tokens,
+            int(hp.num_masks),
+            hp.mask_ratio,
+            generator=self.mask_generator(stage),
         )
         visible, masked = visible.to(self.device), masked.to(self.device)
-        student, _ = encoder.encode(gather_tokens(tokens, visible))
-        pred = self.modules.predictor(
-            student, visible.flatten(0, 1), masked.flatten(0, 1), grid
-        )
-        targets = self.teacher_targets(feats, masked)
-        pooled = student.mean(dim=1).view(B, M, -1)
-        out = {"pred": pred, "targets": targets, "pooled": pooled}
+        student = self.modules.student(feats, visible, masked)
+        out = {"student": student, "targets": self.teacher_targets(feats, masked)}
         if stage != sb.Stage.TRAIN:
             with torch.no_grad():
-                full, _ = encoder.encode(tokens)
-            out["clip_embedding"] = masked_mean(full, None)
+                encoded = hp.encoder(feats)
+            out["clip_embedding"] = hp.encoder.clip_embedding(encoded)
         return out
 
     @torch.no_grad()
@@ -283,13 +276,13 @@ class AaSPBrain(sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         """Regression (2 - 2 cos) plus lambda x multi-mask contrastive."""
         hp = self.hparams
-        reg = regression_loss(predictions["pred"].float(), predictions["targets"].float())
+        student = predictions["student"]
+        reg = regression_loss(student.pred.float(), predictions["targets"].float())
         loss = reg
         parts = {"regression": reg.detach()}
         weight = float(getattr(hp, "contrastive_weight", 0.0))
         if weight > 0:
-            z = self.modules.contrastive_head(predictions["pooled"].float())
-            con = multi_positive_infonce(z, hp.tau)
+            con = multi_positive_infonce(student.z, hp.tau)
             loss = reg + weight * con
             parts["contrastive"] = con.detach()
         parts["loss"] = loss.detach()
