@@ -282,8 +282,15 @@ def measure_model_stability(
     batch_size=4,
     device="cpu",
     skip=None,
+    center=True,
 ):
     r"""Per-shift mean cosine similarity of clip embeddings for one model.
+
+    With ``center=True`` (default) the mean reference embedding over the
+    clips is subtracted from every embedding first: raw cosines of mean-pooled
+    transformer outputs sit near 1 for any pair of clips (a shared direction
+    dominates), so only the centred cosine shows how far a shift moves the
+    clip-specific part. Raw values are kept in ``per_shift_raw``.
 
     All the shifted views of a batch of clips go through the front end and
     the encoder in one forward pass; views with the same sample shift are
@@ -310,6 +317,8 @@ def measure_model_stability(
         Where to run.
     skip : SkipCounter, optional
         Collects skipped clips.
+    center : bool
+        Subtract the mean reference embedding before the cosine.
 
     Returns
     -------
@@ -354,8 +363,7 @@ def measure_model_stability(
     was_training = (features.training, encoder.training)
     features.to(device).eval()
     encoder.to(device).eval()
-    total = torch.zeros(len(shifts), dtype=torch.float64)
-    count = 0
+    refs, moved = [], []
     try:
         for _, wavs, lengths in iter_clip_batches(
             csv_path,
@@ -378,20 +386,27 @@ def measure_model_stability(
             emb = embed_waveforms(
                 features, encoder, views.reshape(V * B, -1), valid.reshape(-1)
             ).view(V, B, -1)
-            shifted = emb[[distinct[n] for n in samples]]
-            per_shift, _ = shift_cosine_similarity(emb[0], shifted)
-            total += per_shift.cpu() * B
-            count += B
+            refs.append(emb[0].double().cpu())
+            moved.append(emb[[distinct[n] for n in samples]].double().cpu())
     finally:
         features.train(was_training[0])
         encoder.train(was_training[1])
+    count = sum(len(r) for r in refs)
     if count == 0:
         raise ValueError(
             f"no usable clip in {csv_path} ({skip.count} skipped): clips must "
             f"be readable and at least {min_samples / sr:.3f} s long"
         )
-    per_shift = (total / count).tolist()
+    ref = torch.cat(refs)  # [N, D]
+    shifted = torch.cat(moved, dim=1)  # [S, N, D]
+    raw, _ = shift_cosine_similarity(ref, shifted)
+    center = center and count > 1  # one clip has nothing to centre against
+    mean = ref.mean(dim=0) if center else torch.zeros_like(ref[0])
+    centred, _ = shift_cosine_similarity(ref - mean, shifted - mean)
+    per_shift = centred.tolist()
     return {
+        "centered": bool(center),
+        "per_shift_raw": raw.tolist(),
         "shifts": shifts,
         "per_shift": per_shift,
         "overall": sum(per_shift) / len(per_shift),
