@@ -1,0 +1,828 @@
+"""FinetuneBrain: supervised fine-tuning of a (pre-trained) AaPE/ViT encoder.
+
+Model (DESIGN §5, M2D-style): waveform -> normalised log-mel -> stem + ViT
+(:class:`~aasp_sb.lobes.encoder.AudioViT`, chunking inputs longer than its
+``max_frames``) -> masked mean of the real tokens (``pooling: tokens``; or
+``frames``: mean over time of the ``Fp*D`` frame features) ->
+:class:`ClassifierHead` (``BatchNorm1d(affine=False)`` + ``Linear``).
+
+Objective and metric follow the task: single-label tasks use cross-entropy
+(soft targets under mixup) and accuracy, multi-label tasks (AS-20K) use
+BCE-with-logits and mAP (:class:`~aasp_sb.evaluation.metrics.MultiLabelStats`).
+
+Training-time regularisation: mixup of waveforms and targets
+(:class:`~aasp_sb.augment.Mixup`, ``mixup_alpha > 0``), SpecAugment-style
+masking of the log-mel (:class:`~aasp_sb.augment.SpecAugment`), stochastic
+depth (the encoder's ``drop_path``), optional random token dropping
+(``token_drop``, M2D's "training mask"), layer-wise lr decay, warm-up + cosine
+schedule. ``freeze_stem`` keeps the patch stem (plain or AaPE) fixed and in eval
+mode; ``freeze_encoder`` keeps the whole encoder fixed (linear-probe style).
+
+SpeechBrain 1.1.2 pitfalls handled here (DESIGN §7): frozen parameters are
+kept out of the optimiser and frozen modules are put back into eval mode
+after ``Brain`` calls ``modules.train()``; gradients are clipped over *all*
+parameter groups; the lr schedule keeps each group's layer-decay
+``lr_scale``; checkpoint meta values are plain floats.
+
+The best checkpoint by validation metric is kept; ``evaluate(test_set,
+max_key="metric")`` restores it and writes ``results.json`` and
+``test_per_class.csv`` into ``split_folder``.
+"""
+
+import csv
+import json
+import logging
+import math
+import os
+
+import speechbrain as sb
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from aasp_sb.augment import one_hot
+from aasp_sb.evaluation.metrics import (
+    MultiLabelStats,
+    accuracy,
+    per_class_accuracy,
+)
+from aasp_sb.features import frame_lengths
+from aasp_sb.lobes.encoder import AudioViT, masked_mean
+from aasp_sb.pretrained import load_state
+from aasp_sb.schedulers import WarmupCosine, clip_grad_norm_all, param_groups
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("tokens", "frames")
+
+#: Top-level keys of a pre-training YAML that define the model; the
+#: fine-tuning YAMLs have the same keys (plus ``max_frames``, ``norm_mean``
+#: and ``norm_std``, read from the built modules).
+ARCH_KEYS = (
+    "sample_rate",
+    "n_mels",
+    "use_aape",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "patch_size",
+    "aape_modes",
+    "aape_fusion",
+)
+
+
+# --------------------------------------------------------------------- model
+class ClassifierHead(nn.Module):
+    """``BatchNorm1d(affine=False)`` then ``Linear``: the M2D / MAE fine-tuning head.
+
+    Arguments
+    ---------
+    in_dim : int
+        Width of the pooled embedding.
+    num_classes : int
+        Number of classes.
+    init_std : float
+        Standard deviation of the (truncated normal) weight initialisation.
+
+    Example
+    -------
+    >>> head = ClassifierHead(32, 5)
+    >>> head(torch.randn(4, 32)).shape
+    torch.Size([4, 5])
+    """
+
+    def __init__(self, in_dim, num_classes, init_std=0.01):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(int(in_dim), affine=False, eps=1e-6)
+        self.linear = nn.Linear(int(in_dim), int(num_classes))
+        nn.init.trunc_normal_(self.linear.weight, std=init_std)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x):
+        """``[B, in_dim]`` -> logits ``[B, num_classes]``."""
+        return self.linear(self.norm(x))
+
+
+def pooled_dim(embed_dim, n_mels, patch_size, pooling="tokens"):
+    """Width of the pooled embedding the head receives.
+
+    Arguments
+    ---------
+    embed_dim : int
+        Token width ``D``.
+    n_mels : int
+        Mel bins.
+    patch_size : int or tuple
+        Patch size ``(pf, pt)``.
+    pooling : str
+        ``"tokens"`` (``D``) or ``"frames"`` (``(n_mels / pf) * D``).
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> pooled_dim(768, 80, 16, "tokens"), pooled_dim(768, 80, 16, "frames")
+    (768, 3840)
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling == "tokens":
+        return int(embed_dim)
+    pf = patch_size if isinstance(patch_size, int) else patch_size[0]
+    return int(embed_dim) * (int(n_mels) // int(pf))
+
+
+def pool_output(out, pooling="tokens"):
+    """Clip embedding from an :class:`~aasp_sb.lobes.encoder.EncoderOutput`.
+
+    Arguments
+    ---------
+    out : EncoderOutput
+        Encoder output.
+    pooling : str
+        ``"tokens"``: masked mean of the tokens ``[B, D]``; ``"frames"``:
+        masked mean over time of the frame features ``[B, Fp*D]``.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> from aasp_sb.lobes.patch import PatchEmbed
+    >>> enc = AudioViT(PatchEmbed(80, 16, 32), 32, depth=1, num_heads=2, max_frames=64)
+    >>> out = enc(torch.randn(2, 64, 80))
+    >>> pool_output(out).shape, pool_output(out, "frames").shape
+    (torch.Size([2, 32]), torch.Size([2, 160]))
+    """
+    if pooling == "tokens":
+        return masked_mean(out.tokens, out.mask)
+    if pooling == "frames":
+        return masked_mean(
+            AudioViT.frame_features(out), AudioViT.frame_mask(out)
+        )
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def encode_pooled(
+    encoder, x, lengths=None, pooling="tokens", token_drop=0.0, generator=None
+):
+    """Encodes log-mel and pools it, optionally dropping random tokens first.
+
+    With ``token_drop = r > 0`` (M2D's fine-tuning "training mask"), each
+    ``max_frames`` chunk keeps a random ``1 - r`` of its tokens (real tokens
+    first), which are encoded and averaged: a regulariser that also cuts the
+    cost. Chunks that are pure padding are excluded from the mean. Only
+    ``pooling="tokens"`` is defined with dropping.
+
+    Arguments
+    ---------
+    encoder : AudioViT
+        The encoder.
+    x : torch.Tensor
+        ``[B, T, F]`` normalised log-mel.
+    lengths : torch.Tensor, optional
+        ``[B]`` relative lengths.
+    pooling : str
+        ``"tokens"`` or ``"frames"``.
+    token_drop : float
+        Fraction of tokens dropped, in ``[0, 1)``.
+    generator : torch.Generator, optional
+        Random source of the kept tokens.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, pooled_dim]``.
+
+    Example
+    -------
+    >>> from aasp_sb.lobes.patch import PatchEmbed
+    >>> enc = AudioViT(PatchEmbed(80, 16, 32), 32, depth=1, num_heads=2, max_frames=64)
+    >>> encode_pooled(enc, torch.randn(2, 150, 80), torch.tensor([1.0, 0.3]),
+    ...               token_drop=0.5).shape
+    torch.Size([2, 32])
+    """
+    if not 0.0 <= token_drop < 1.0:
+        raise ValueError(f"token_drop must be in [0, 1), got {token_drop}")
+    if token_drop == 0.0:
+        return pool_output(encoder(x, lengths), pooling)
+    if pooling != "tokens":
+        raise ValueError("token_drop > 0 needs pooling='tokens'")
+    B, T, F = x.shape
+    valid = frame_lengths(lengths, T)
+    if valid is None:
+        valid = torch.full((B,), T, dtype=torch.long, device=x.device)
+    chunk = encoder.max_frames
+    if T <= chunk:
+        xc, clen, C = x, T, 1
+        chunk_valid = valid.view(B, 1)
+    else:
+        C = -(-T // chunk)
+        x = nn.functional.pad(x, (0, 0, 0, C * chunk - T))
+        xc, clen = x.reshape(B * C, chunk, F), chunk
+        starts = torch.arange(C, device=x.device) * chunk
+        chunk_valid = (valid[:, None] - starts[None, :]).clamp(0, chunk)
+    rel = chunk_valid.clamp_min(1).reshape(-1).float() / clen
+    tokens, attn_mask, _ = encoder.embed(xc, rel)
+    real = attn_mask & (chunk_valid.reshape(-1, 1) > 0)
+    N = tokens.shape[1]
+    keep = max(1, int(round(N * (1.0 - token_drop))))
+    score = torch.rand(B * C, N, generator=generator).to(x.device)
+    score = score + 2.0 * (~attn_mask).float()  # real tokens first
+    idx = score.argsort(dim=1)[:, :keep]
+    tokens = torch.gather(
+        tokens, 1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+    )
+    attn_mask = torch.gather(attn_mask, 1, idx)
+    real = torch.gather(real, 1, idx)
+    out, _ = encoder.encode(tokens, attn_mask)
+    w = real.to(out.dtype).unsqueeze(-1)
+    summed = (out * w).reshape(B, C * keep, -1).sum(1)
+    return summed / w.reshape(B, -1).sum(1).clamp_min(1.0).unsqueeze(-1)
+
+
+def set_trainable(encoder, freeze_stem=False, freeze_encoder=False):
+    """Sets ``requires_grad`` of the encoder's parameters for the freeze modes.
+
+    Arguments
+    ---------
+    encoder : AudioViT
+        The encoder (possibly wrapped: ``.module`` is used when present).
+    freeze_stem : bool
+        Freeze the patch stem (plain conv or AaPE).
+    freeze_encoder : bool
+        Freeze every encoder parameter (linear-probe style).
+
+    Example
+    -------
+    >>> from aasp_sb.lobes.patch import PatchEmbed
+    >>> enc = AudioViT(PatchEmbed(80, 16, 32), 32, depth=1, num_heads=2, max_frames=64)
+    >>> set_trainable(enc, freeze_stem=True)
+    >>> any(p.requires_grad for p in enc.stem.parameters()), enc.norm.weight.requires_grad
+    (False, True)
+    """
+    encoder = getattr(encoder, "module", encoder)
+    for p in encoder.parameters():
+        p.requires_grad_(not freeze_encoder)
+    if freeze_stem:
+        for p in encoder.stem.parameters():
+            p.requires_grad_(False)
+
+
+def check_finetune_hparams(hparams):
+    """Validates the fine-tuning keys before anything is built or trained.
+
+    Arguments
+    ---------
+    hparams : dict
+        Loaded hyper-parameters.
+
+    Raises
+    ------
+    ValueError
+        Naming the offending key.
+
+    Example
+    -------
+    >>> check_finetune_hparams({"mixup_alpha": 0.3, "token_drop": 0.5})
+    >>> check_finetune_hparams({"layer_decay": 1.5})
+    Traceback (most recent call last):
+    ...
+    ValueError: layer_decay must be in (0, 1] or null, got 1.5
+    """
+    get = hparams.get
+    if float(get("mixup_alpha", 0.0) or 0.0) < 0:
+        raise ValueError(
+            f"mixup_alpha must be >= 0, got {hparams['mixup_alpha']}"
+        )
+    drop = float(get("token_drop", 0.0) or 0.0)
+    if not 0.0 <= drop < 1.0:
+        raise ValueError(f"token_drop must be in [0, 1), got {drop}")
+    pooling = get("pooling", "tokens")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if drop > 0 and pooling != "tokens":
+        raise ValueError("token_drop > 0 needs pooling: tokens")
+    decay = get("layer_decay")
+    if decay is not None and not 0.0 < float(decay) <= 1.0:
+        raise ValueError(f"layer_decay must be in (0, 1] or null, got {decay}")
+    if int(get("number_of_epochs", 1)) < 1:
+        raise ValueError(
+            f"number_of_epochs must be >= 1, got {hparams['number_of_epochs']}"
+        )
+    crop = get("crop_seconds")
+    if crop is not None and not float(crop) > 0:
+        raise ValueError(f"crop_seconds must be positive or null, got {crop}")
+    if float(get("warmup_epochs", 0.0)) < 0:
+        raise ValueError(
+            f"warmup_epochs must be >= 0, got {hparams['warmup_epochs']}"
+        )
+
+
+# ------------------------------------------------------- pre-trained weights
+def architecture_overrides(parts):
+    """YAML overrides that rebuild a pre-training run's model in a fine-tuning YAML.
+
+    Arguments
+    ---------
+    parts : PretrainedParts
+        From :func:`aasp_sb.pretrained.load_pretrained` (or built from a YAML).
+
+    Returns
+    -------
+    dict
+        Values of :data:`ARCH_KEYS` found in the run's hyper-parameters, plus
+        ``max_frames`` (the encoder's chunk length), ``norm_mean`` and
+        ``norm_std``.
+
+    Example
+    -------
+    >>> from aasp_sb.features import Features
+    >>> from aasp_sb.lobes.patch import PatchEmbed
+    >>> from aasp_sb.pretrained import PretrainedParts
+    >>> enc = AudioViT(PatchEmbed(80, 16, 32), 32, depth=1, num_heads=2, max_frames=64)
+    >>> parts = PretrainedParts(Features(), enc, {"embed_dim": 32, "lr": 1.0}, None)
+    >>> sorted(architecture_overrides(parts).items())
+    [('embed_dim', 32), ('max_frames', 64), ('norm_mean', -7.1), ('norm_std', 4.2)]
+    """
+    hp = parts.hparams
+    arch = {k: hp[k] for k in ARCH_KEYS if k in hp}
+    arch["max_frames"] = int(parts.encoder.max_frames)
+    norm = parts.features.normalize
+    arch["norm_mean"] = float(hp.get("norm_mean", round(float(norm.mean), 6)))
+    arch["norm_std"] = float(hp.get("norm_std", round(float(norm.std), 6)))
+    return arch
+
+
+@torch.no_grad()
+def check_same_model(
+    reference, features, encoder, source="the pre-training run"
+):
+    """Checks that ``features``/``encoder`` compute what the reference run's do.
+
+    The encoder's weights are temporarily replaced by the reference's, both
+    are run on the same random input (eval mode), and the weights restored.
+    Catches a model key the fine-tuning YAML does not mirror (any AaPE option,
+    say), which a shape check would miss.
+
+    Arguments
+    ---------
+    reference : PretrainedParts
+        The run's features and encoder.
+    features, encoder : torch.nn.Module
+        Modules built by the fine-tuning YAML.
+    source : str
+        Named in the error message.
+
+    Raises
+    ------
+    ValueError
+        When the outputs differ (or the weights do not fit).
+    """
+    gen = torch.Generator().manual_seed(0)
+    sr = int(getattr(reference.features.logmel, "sample_rate", 16000))
+    wav = torch.randn(1, sr // 2, generator=gen) * 0.1
+    modes = [
+        (m, m.training)
+        for m in (features, encoder, reference.features, reference.encoder)
+    ]
+    own = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    try:
+        for m, _ in modes:
+            m.eval()
+        a, b = reference.features(wav), features(wav)
+        if a.shape != b.shape or not torch.allclose(a, b, atol=1e-4, rtol=1e-4):
+            raise ValueError(
+                f"The front end built from the fine-tuning YAML differs from {source}'s "
+                "(check sample_rate, n_mels, norm_mean, norm_std and the LogMel settings)"
+            )
+        load_state(encoder, reference.encoder.state_dict(), source)
+        x = a[:, : min(a.shape[1], reference.encoder.max_frames)]
+        ra, rb = reference.encoder(x).tokens, encoder(x).tokens
+        if ra.shape != rb.shape or not torch.allclose(
+            ra, rb, atol=1e-4, rtol=1e-4
+        ):
+            raise ValueError(
+                f"The encoder built from the fine-tuning YAML computes something else than "
+                f"{source}'s with the same weights: a model option of the pre-training YAML "
+                "is not mirrored by the fine-tuning YAML (compare its stem/encoder keys)"
+            )
+    finally:
+        encoder.load_state_dict(own)
+        for m, mode in modes:
+            m.train(mode)
+
+
+# ---------------------------------------------------------------------- brain
+class FinetuneBrain(sb.Brain):
+    """Fine-tunes stem + encoder + head on a labelled task.
+
+    Expected ``modules``: ``compute_features`` (waveform -> log-mel),
+    ``encoder`` (:class:`~aasp_sb.lobes.encoder.AudioViT`), ``head``
+    (:class:`ClassifierHead`); optional ``augment``
+    (:class:`~aasp_sb.augment.SpecAugment`) and ``mixup``
+    (:class:`~aasp_sb.augment.Mixup`).
+
+    Expected hparams: ``multilabel`` (bool), ``num_classes``, ``lr`` (peak lr
+    of the top layer group), ``weight_decay``, ``layer_decay`` (or null),
+    ``warmup_epochs``, ``number_of_epochs``, ``epoch_counter``; optional
+    ``classes`` (names, for the per-class file), ``min_lr_ratio``,
+    ``pooling``, ``token_drop``, ``freeze_stem``, ``freeze_encoder``,
+    ``split_folder`` (where test results go), ``task``, ``split_name``,
+    ``train_logger``.
+
+    Batches provide ``sig`` and ``label`` (long ``[B, 1]`` indices, or float
+    multi-hot ``[B, C]``); optionally ``rel_length`` (real fraction of each
+    crop) and ``valid`` (False for a clip that could not be read, left out of
+    the metrics).
+
+    Example
+    -------
+    >>> from aasp_sb.features import Features
+    >>> from aasp_sb.lobes.patch import PatchEmbed
+    >>> from speechbrain.utils.epoch_loop import EpochCounter
+    >>> from speechbrain.dataio.batch import PaddedBatch
+    >>> enc = AudioViT(PatchEmbed(80, 16, 32), 32, depth=1, num_heads=2, max_frames=64)
+    >>> modules = {"compute_features": Features(), "encoder": enc,
+    ...            "head": ClassifierHead(32, 3)}
+    >>> hparams = {"multilabel": False, "num_classes": 3, "lr": 1e-3,
+    ...            "weight_decay": 0.05, "layer_decay": 0.75, "warmup_epochs": 0,
+    ...            "number_of_epochs": 1, "epoch_counter": EpochCounter(1)}
+    >>> brain = FinetuneBrain(modules, torch.optim.AdamW, hparams,
+    ...                       run_opts={"noprogressbar": True})
+    >>> data = [{"id": str(i), "sig": torch.randn(3200), "label": torch.tensor([i % 3])}
+    ...         for i in range(4)]
+    >>> loader = DataLoader(data, batch_size=4, collate_fn=PaddedBatch)
+    >>> brain.fit(brain.hparams.epoch_counter, loader)
+    >>> brain.optimizer_step
+    1
+    """
+
+    # ---------------------------------------------------------------- set-up
+    def on_fit_start(self):
+        """Checks the config, freezes what is frozen, builds the optimiser, recovers."""
+        check_finetune_hparams(vars(self.hparams))
+        set_trainable(
+            self.modules.encoder,
+            freeze_stem=self._flag("freeze_stem"),
+            freeze_encoder=self._flag("freeze_encoder"),
+        )
+        super().on_fit_start()
+
+    def _flag(self, name):
+        return bool(getattr(self.hparams, name, False))
+
+    def _encoder(self):
+        enc = self.modules.encoder
+        return getattr(enc, "module", enc)
+
+    def fit(
+        self,
+        epoch_counter,
+        train_set,
+        valid_set=None,
+        progressbar=None,
+        train_loader_kwargs=None,
+        valid_loader_kwargs=None,
+    ):
+        """Builds the train loader first so the lr schedule knows the steps per epoch.
+
+        Arguments are those of :meth:`speechbrain.core.Brain.fit`.
+        """
+        train_loader_kwargs = train_loader_kwargs or {}
+        valid_loader_kwargs = valid_loader_kwargs or {}
+        if not isinstance(train_set, DataLoader):
+            train_set = self.make_dataloader(
+                train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs
+            )
+        batches = len(train_set)
+        if self.debug:
+            batches = min(batches, self.debug_batches)
+        self.steps_per_epoch = max(
+            1, math.ceil(batches / self.grad_accumulation_factor)
+        )
+        self.has_valid = valid_set is not None
+        return super().fit(
+            epoch_counter,
+            train_set,
+            valid_set,
+            progressbar,
+            train_loader_kwargs,
+            valid_loader_kwargs,
+        )
+
+    def init_optimizers(self):
+        """AdamW (or ``opt_class``) over trainable encoder + head params, layer-wise lr decay.
+
+        Frozen parameters (``requires_grad=False``) are left out. Every group
+        carries ``lr_scale = layer_decay ** (depth + 1 - layer_id)``, which
+        :class:`~aasp_sb.schedulers.WarmupCosine` applies at every step.
+        """
+        hp = self.hparams
+        trainable = nn.ModuleDict(
+            {"encoder": self.modules.encoder, "head": self.modules.head}
+        )
+        decay = getattr(hp, "layer_decay", None)
+        groups = param_groups(
+            trainable,
+            float(hp.weight_decay),
+            lr=float(hp.lr),
+            layer_decay=None if decay is None else float(decay),
+            num_layers=self._encoder().depth,
+        )
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"optimizer": self.optimizer}
+        steps = getattr(self, "steps_per_epoch", 1)
+        total = max(1, steps * int(hp.number_of_epochs))
+        warmup = int(round(float(getattr(hp, "warmup_epochs", 0)) * steps))
+        self.lr_scheduler = WarmupCosine(
+            self.optimizer,
+            warmup_steps=max(0, min(warmup, total - 1)),
+            total_steps=total,
+            min_lr_ratio=float(getattr(hp, "min_lr_ratio", 0.0)),
+        )
+        if self.checkpointer is not None:
+            for name, obj in (
+                ("optimizer", self.optimizer),
+                ("lr_scheduler", self.lr_scheduler),
+            ):
+                self.checkpointer.recoverables.pop(name, None)
+                self.checkpointer.add_recoverable(name, obj)
+
+    def optimizers_step(self):
+        """Unscales, clips over all groups, steps, then advances the lr schedule."""
+        self.scaler.unscale_(self.optimizer)
+        max_norm = getattr(self, "max_grad_norm", 0) or 0
+        if max_norm > 0:
+            clip_grad_norm_all(self.optimizer, max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
+        self.lr_scheduler.step()
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Puts frozen parts back into eval mode (``Brain`` calls ``modules.train()``)."""
+        self._eval_frozen()
+
+    def _eval_frozen(self):
+        enc = self._encoder()
+        if self._flag("freeze_encoder"):
+            enc.eval()
+        elif self._flag("freeze_stem"):
+            enc.stem.eval()
+
+    # --------------------------------------------------------------- forward
+    def _targets(self, batch):
+        labels = batch.label
+        labels = labels.data if hasattr(labels, "data") else labels
+        if self.hparams.multilabel:
+            return labels.float()
+        return labels.reshape(-1).long()
+
+    def compute_forward(self, batch, stage):
+        """Mixup (train) -> log-mel -> SpecAugment (train) -> encoder -> pooling -> head."""
+        batch = batch.to(self.device)
+        wavs, lengths = batch.sig
+        if hasattr(batch, "rel_length"):
+            lengths = lengths * batch.rel_length.to(lengths.dtype)
+        targets = self._targets(batch)
+        out = {"targets": targets}
+        hp = self.hparams
+        train = stage == sb.Stage.TRAIN
+        mixup = self.modules["mixup"] if "mixup" in self.modules else None
+        if train and mixup is not None and mixup.alpha > 0:
+            soft = (
+                targets if hp.multilabel else one_hot(targets, hp.num_classes)
+            )
+            mixed = mixup(wavs, soft.to(wavs.dtype), lengths)
+            wavs, lengths = mixed.inputs, mixed.lengths
+            out.update(targets=mixed.targets, lam=mixed.lam, perm=mixed.perm)
+        feats = self.modules.compute_features(wavs)
+        if train and "augment" in self.modules:
+            feats = self.modules.augment(feats, lengths)
+        out["pooled"] = self.embed(feats, lengths, stage)
+        out["logits"] = self.modules.head(out["pooled"])
+        return out
+
+    def embed(self, feats, lengths, stage):
+        """Pooled clip embeddings (no gradient through a frozen encoder)."""
+        hp = self.hparams
+        drop = (
+            float(getattr(hp, "token_drop", 0.0) or 0.0)
+            if stage == sb.Stage.TRAIN
+            else 0.0
+        )
+        pooling = getattr(hp, "pooling", "tokens")
+        with torch.set_grad_enabled(
+            torch.is_grad_enabled() and not self._flag("freeze_encoder")
+        ):
+            return encode_pooled(
+                self.modules.encoder, feats, lengths, pooling, drop
+            )
+
+    def compute_objectives(self, predictions, batch, stage):
+        """BCE-with-logits (multi-label) or cross-entropy (soft under mixup); gathers metrics."""
+        logits = predictions["logits"].float()
+        targets = predictions["targets"]
+        if self.hparams.multilabel:
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                logits, targets.float()
+            )
+        elif targets.dtype.is_floating_point:  # mixed one-hot targets
+            loss = -(targets * logits.log_softmax(-1)).sum(-1).mean()
+        else:
+            loss = nn.functional.cross_entropy(logits, targets)
+        if stage != sb.Stage.TRAIN:
+            keep = torch.ones(len(logits), dtype=torch.bool)
+            if hasattr(batch, "valid"):
+                keep = (
+                    torch.as_tensor(batch.valid, dtype=torch.bool)
+                    .cpu()
+                    .reshape(-1)
+                )
+            self._skipped_eval += int((~keep).sum())
+            ids = [i for i, k in zip(batch.id, keep.tolist()) if k]
+            self._eval_logits.append(logits.detach().cpu()[keep])
+            self._eval_targets.append(targets.detach().cpu()[keep])
+            self._eval_ids.extend(ids)
+        return loss
+
+    # ------------------------------------------------------------ stages
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the metric accumulators; notes the lr the epoch starts with."""
+        self._eval_logits, self._eval_targets, self._eval_ids = [], [], []
+        self._skipped_eval = 0
+        if stage == sb.Stage.TRAIN and hasattr(self, "lr_scheduler"):
+            self._epoch_lr = self.lr_scheduler.current_lr
+
+    def compute_metrics(self, per_class=False):
+        """Metric of the gathered evaluation outputs (accuracy or mAP).
+
+        Arguments
+        ---------
+        per_class : bool
+            Also return the per-class values (accuracy or AP, ``nan`` where
+            undefined) and supports (clips, or positives).
+
+        Returns
+        -------
+        float, or (float, torch.Tensor, torch.Tensor)
+        """
+        C = int(self.hparams.num_classes)
+        if not self._eval_logits:
+            nan = float("nan")
+            empty = torch.full((C,), nan, dtype=torch.float64)
+            return (nan, empty, torch.zeros(C)) if per_class else nan
+        logits = torch.cat(self._eval_logits)
+        targets = torch.cat(self._eval_targets)
+        if self.hparams.multilabel:
+            stats = MultiLabelStats()
+            stats.append(self._eval_ids, logits, targets)
+            value = float(stats.summarize())
+            if per_class:
+                return value, stats.per_class_ap, (targets > 0.5).sum(0)
+            return value
+        value = float(accuracy(logits, targets))
+        if per_class:
+            return (
+                value,
+                per_class_accuracy(logits, targets, C),
+                torch.bincount(targets, minlength=C),
+            )
+        return value
+
+    @property
+    def metric_name(self):
+        """``"mAP"`` for multi-label tasks, ``"accuracy"`` otherwise."""
+        return "mAP" if self.hparams.multilabel else "accuracy"
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs; checkpoints (best by validation metric); writes test results."""
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = float(stage_loss)
+            if (
+                not getattr(self, "has_valid", True)
+                and self.checkpointer is not None
+            ):
+                self.checkpointer.save_and_keep_only(
+                    meta={"epoch": float(epoch), "loss": self.train_loss},
+                    max_keys=["epoch"],
+                    num_to_keep=1,
+                )
+            return
+        loss = round(float(stage_loss), 5)
+        if stage == sb.Stage.VALID:
+            value = self.compute_metrics()
+            stats = {"loss": loss, self.metric_name: round(value, 5)}
+            meta = {
+                "metric": float(value) if not math.isnan(value) else -1.0,
+                "epoch": float(epoch),
+                "loss": float(stage_loss),
+            }
+            lr = getattr(self, "_epoch_lr", None)
+            if hasattr(self.hparams, "train_logger"):
+                self.hparams.train_logger.log_stats(
+                    stats_meta={"epoch": epoch, "lr": lr},
+                    train_stats={
+                        "loss": round(
+                            getattr(self, "train_loss", float("nan")), 5
+                        )
+                    },
+                    valid_stats=stats,
+                )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta=meta, max_keys=["metric"], num_to_keep=1
+                )
+            return
+        value, per_class, support = self.compute_metrics(per_class=True)
+        self.test_results = self._test_record(value, loss, per_class, support)
+        if hasattr(self.hparams, "train_logger"):
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.test_results["best_epoch"]},
+                test_stats={"loss": loss, self.metric_name: round(value, 5)},
+            )
+        if sb.utils.distributed.if_main_process():
+            self._write_test_files(per_class, support)
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Restores the best checkpoint and remembers which one it was."""
+        self.test_checkpoint = None
+        if self.checkpointer is not None:
+            if not getattr(self, "has_valid", True) and max_key == "metric":
+                max_key = "epoch"
+            self.test_checkpoint = self.checkpointer.recover_if_possible(
+                max_key=max_key, min_key=min_key
+            )
+
+    def _test_record(self, value, loss, per_class, support):
+        hp = self.hparams
+        ckpt = getattr(self, "test_checkpoint", None)
+        meta = dict(ckpt.meta) if ckpt is not None else {}
+        best_valid = (
+            meta.get("metric") if getattr(self, "has_valid", True) else None
+        )
+        return {
+            "task": getattr(hp, "task", None),
+            "split": getattr(hp, "split_name", None),
+            "metric": self.metric_name,
+            "test": _json_float(value),
+            "test_loss": _json_float(loss),
+            "best_valid": _json_float(best_valid),
+            "best_epoch": int(meta["epoch"]) if "epoch" in meta else None,
+            "checkpoint": str(ckpt.path) if ckpt is not None else None,
+            "num_test": int(sum(len(t) for t in self._eval_targets)),
+            "num_skipped": int(self._skipped_eval),
+            "num_classes": int(hp.num_classes),
+            "pretrained_path": getattr(hp, "pretrained_path", None),
+            "debug": bool(self.debug),
+        }
+
+    def _write_test_files(self, per_class, support):
+        folder = getattr(self.hparams, "split_folder", None)
+        if not folder:
+            return
+        os.makedirs(folder, exist_ok=True)
+        classes = list(getattr(self.hparams, "classes", None) or [])
+        C = int(self.hparams.num_classes)
+        if len(classes) != C:
+            classes = [str(i) for i in range(C)]
+        column = "AP" if self.hparams.multilabel else "accuracy"
+        count = "positives" if self.hparams.multilabel else "clips"
+        path = os.path.join(folder, "test_per_class.csv")
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "class", column, count])
+            for i, name in enumerate(classes):
+                v = float(per_class[i])
+                writer.writerow(
+                    [
+                        i,
+                        name,
+                        "" if math.isnan(v) else f"{v:.6f}",
+                        int(support[i]),
+                    ]
+                )
+        with open(
+            os.path.join(folder, "results.json"), "w", encoding="utf-8"
+        ) as f:
+            json.dump(self.test_results, f, indent=2)
+        logger.info(
+            "Test %s = %.4f (%d clips); results in %s",
+            self.metric_name,
+            self.test_results["test"] or float("nan"),
+            self.test_results["num_test"],
+            folder,
+        )
+
+
+def _json_float(x):
+    """Plain float, or None for missing / nan values (strict JSON)."""
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
