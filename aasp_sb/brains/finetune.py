@@ -38,9 +38,9 @@ import os
 import speechbrain as sb
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from aasp_sb.augment import one_hot
+from aasp_sb.brains.scheduled import ScheduledBrain
 from aasp_sb.evaluation.metrics import (
     MultiLabelStats,
     accuracy,
@@ -49,7 +49,7 @@ from aasp_sb.evaluation.metrics import (
 from aasp_sb.features import frame_lengths
 from aasp_sb.lobes.encoder import AudioViT, masked_mean
 from aasp_sb.pretrained import load_state
-from aasp_sb.schedulers import WarmupCosine, clip_grad_norm_all, param_groups
+from aasp_sb.schedulers import param_groups
 
 logger = logging.getLogger(__name__)
 
@@ -417,7 +417,7 @@ def check_same_model(
 
 
 # ---------------------------------------------------------------------- brain
-class FinetuneBrain(sb.Brain):
+class FinetuneBrain(ScheduledBrain):
     """Fine-tunes stem + encoder + head on a labelled task.
 
     Expected ``modules``: ``compute_features`` (waveform -> log-mel),
@@ -445,6 +445,7 @@ class FinetuneBrain(sb.Brain):
     >>> from aasp_sb.lobes.patch import PatchEmbed
     >>> from speechbrain.utils.epoch_loop import EpochCounter
     >>> from speechbrain.dataio.batch import PaddedBatch
+    >>> from torch.utils.data import DataLoader
     >>> enc = AudioViT(PatchEmbed(80, 16, 32), 32, depth=1, num_heads=2, max_frames=64)
     >>> modules = {"compute_features": Features(), "encoder": enc,
     ...            "head": ClassifierHead(32, 3)}
@@ -479,41 +480,6 @@ class FinetuneBrain(sb.Brain):
         enc = self.modules.encoder
         return getattr(enc, "module", enc)
 
-    def fit(
-        self,
-        epoch_counter,
-        train_set,
-        valid_set=None,
-        progressbar=None,
-        train_loader_kwargs=None,
-        valid_loader_kwargs=None,
-    ):
-        """Builds the train loader first so the lr schedule knows the steps per epoch.
-
-        Arguments are those of :meth:`speechbrain.core.Brain.fit`.
-        """
-        train_loader_kwargs = train_loader_kwargs or {}
-        valid_loader_kwargs = valid_loader_kwargs or {}
-        if not isinstance(train_set, DataLoader):
-            train_set = self.make_dataloader(
-                train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs
-            )
-        batches = len(train_set)
-        if self.debug:
-            batches = min(batches, self.debug_batches)
-        self.steps_per_epoch = max(
-            1, math.ceil(batches / self.grad_accumulation_factor)
-        )
-        self.has_valid = valid_set is not None
-        return super().fit(
-            epoch_counter,
-            train_set,
-            valid_set,
-            progressbar,
-            train_loader_kwargs,
-            valid_loader_kwargs,
-        )
-
     def init_optimizers(self):
         """AdamW (or ``opt_class``) over trainable encoder + head params, layer-wise lr decay.
 
@@ -533,36 +499,11 @@ class FinetuneBrain(sb.Brain):
             layer_decay=None if decay is None else float(decay),
             num_layers=self._encoder().depth,
         )
-        self.optimizer = self.opt_class(groups)
-        self.optimizers_dict = {"optimizer": self.optimizer}
-        steps = getattr(self, "steps_per_epoch", 1)
-        total = max(1, steps * int(hp.number_of_epochs))
-        warmup = int(round(float(getattr(hp, "warmup_epochs", 0)) * steps))
-        self.lr_scheduler = WarmupCosine(
-            self.optimizer,
-            warmup_steps=max(0, min(warmup, total - 1)),
-            total_steps=total,
-            min_lr_ratio=float(getattr(hp, "min_lr_ratio", 0.0)),
+        self.build_optimizer(
+            groups,
+            getattr(hp, "warmup_epochs", 0),
+            getattr(hp, "min_lr_ratio", 0.0),
         )
-        if self.checkpointer is not None:
-            for name, obj in (
-                ("optimizer", self.optimizer),
-                ("lr_scheduler", self.lr_scheduler),
-            ):
-                self.checkpointer.recoverables.pop(name, None)
-                self.checkpointer.add_recoverable(name, obj)
-
-    def optimizers_step(self):
-        """Unscales, clips over all groups, steps, then advances the lr schedule."""
-        self.scaler.unscale_(self.optimizer)
-        max_norm = getattr(self, "max_grad_norm", 0) or 0
-        if max_norm > 0:
-            clip_grad_norm_all(self.optimizer, max_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.optimizer_step += 1
-        self.lr_scheduler.step()
 
     def on_fit_batch_start(self, batch, should_step):
         """Puts frozen parts back into eval mode (``Brain`` calls ``modules.train()``)."""

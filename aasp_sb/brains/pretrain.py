@@ -22,13 +22,12 @@ are plain floats, and the lr schedule keeps per-group scales.
 
 import json
 import logging
-import math
 import os
 
 import speechbrain as sb
 import torch
-from torch.utils.data import DataLoader
 
+from aasp_sb.brains.scheduled import ScheduledBrain
 from aasp_sb.evaluation.metrics import rankme
 from aasp_sb.lobes.teacher import unwrap_module
 from aasp_sb.losses import (
@@ -37,7 +36,7 @@ from aasp_sb.losses import (
     regression_loss,
 )
 from aasp_sb.masking import gather_tokens, multi_mask
-from aasp_sb.schedulers import WarmupCosine, clip_grad_norm_all, param_groups
+from aasp_sb.schedulers import param_groups
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ def check_pretrain_hparams(hparams):
         raise ValueError(f"tau must be positive, got {hparams['tau']}")
 
 
-class AaSPBrain(sb.Brain):
+class AaSPBrain(ScheduledBrain):
     """Pre-trains AaPE + ViT with AaSP's objective.
 
     Expected ``modules``: ``compute_features`` (waveform -> log-mel),
@@ -120,71 +119,15 @@ class AaSPBrain(sb.Brain):
         super().on_fit_start()
         self.modules.teacher.train(False)
 
-    # ------------------------------------------------------------------ data
-    def fit(
-        self,
-        epoch_counter,
-        train_set,
-        valid_set=None,
-        progressbar=None,
-        train_loader_kwargs=None,
-        valid_loader_kwargs=None,
-    ):
-        """Builds the train loader first so the schedules know the steps per epoch.
-
-        Arguments are those of :meth:`speechbrain.core.Brain.fit`.
-        """
-        train_loader_kwargs = train_loader_kwargs or {}
-        valid_loader_kwargs = valid_loader_kwargs or {}
-        if not isinstance(train_set, DataLoader):
-            train_set = self.make_dataloader(
-                train_set, stage=sb.Stage.TRAIN, **train_loader_kwargs
-            )
-        self.train_loader = train_set
-        self.has_valid = valid_set is not None
-        self.steps_per_epoch = max(
-            1, math.ceil(len(train_set) / self.grad_accumulation_factor)
-        )
-        return super().fit(
-            epoch_counter,
-            train_set,
-            valid_set,
-            progressbar,
-            train_loader_kwargs,
-            valid_loader_kwargs,
-        )
-
     # ------------------------------------------------------------ optimiser
     def init_optimizers(self):
-        """AdamW over the trainable modules (teacher excluded), weight decay on matrices only."""
+        """AdamW over the student (teacher excluded), weight decay on matrices only."""
         groups = param_groups(self.modules.student, self.hparams.weight_decay)
-        self.optimizer = self.opt_class(groups)
-        self.optimizers_dict = {"optimizer": self.optimizer}
-        total = self.steps_per_epoch * self.hparams.number_of_epochs
-        warmup = int(round(self.hparams.warmup_epochs * self.steps_per_epoch))
-        self.lr_scheduler = WarmupCosine(
-            self.optimizer, warmup_steps=min(warmup, total - 1), total_steps=total
-        )
-        self.hparams.ema_schedule.total_steps = max(1, total)
-        if self.checkpointer is not None:
-            for name, obj in (
-                ("optimizer", self.optimizer),
-                ("lr_scheduler", self.lr_scheduler),
-            ):
-                self.checkpointer.recoverables.pop(name, None)
-                self.checkpointer.add_recoverable(name, obj)
+        self.build_optimizer(groups, self.hparams.warmup_epochs)
+        self.hparams.ema_schedule.total_steps = self.total_steps
 
-    def optimizers_step(self):
-        """Clips over all groups, steps, schedules the lr, updates the teacher."""
-        self.scaler.unscale_(self.optimizer)
-        max_norm = getattr(self, "max_grad_norm", 0) or 0
-        if max_norm > 0:
-            clip_grad_norm_all(self.optimizer, max_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.optimizer_step += 1
-        self.lr_scheduler.step()
+    def after_optimizer_step(self):
+        """EMA update of the teacher with the scheduled decay."""
         self.ema_decay = self.hparams.ema_schedule(self.optimizer_step)
         self.modules.teacher.update(self.hparams.encoder, self.ema_decay)
 
