@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from pretrain_utils import ROOT, load_recipe, recipe_args
+from pretrain_utils import ROOT, TINY, TINY_OVERRIDES, load_recipe, recipe_args
 
 from aasp_sb.brains.pretrain import AaSPBrain, NonFiniteLossError
 from aasp_sb.checkpoints import (
@@ -168,3 +168,35 @@ def test_same_seed_gives_same_masks_losses_and_weights(audio_folder, tmp_path):
     assert [m["loss"] for m in la] == [m["loss"] for m in lb]
     for key, value in a.hparams.encoder.state_dict().items():
         assert torch.equal(value, b.hparams.encoder.state_dict()[key]), key
+
+
+@pytest.fixture(scope="module")
+def tiny_run(audio_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tinyrun") / "run"
+    load_recipe().main(recipe_args(audio_folder, out, number_of_epochs=1))
+    return out
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [({"use_aape": False}, "use_aape"), ({"n_mels": 64}, "n_mels"), ({"embed_dim": 64}, "embed_dim")],
+)
+def test_checkpoint_of_another_architecture_gives_one_clear_error(tiny_run, overrides, key):
+    # a model YAML that differs from the run's in one key, pointed at the run's weights
+    model = dict(TINY_OVERRIDES, data_folder="unused", **overrides)
+    with pytest.raises(ValueError, match="encoder.ckpt") as err:
+        load_pretrained(tiny_run, hparams_file=TINY, overrides=model)
+    assert key in str(err.value)
+    load_pretrained(tiny_run, hparams_file=TINY, overrides=dict(TINY_OVERRIDES, data_folder="x"))
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [("--patch_size=24", "patch_size"), ("--mask_ratio=1.5", "mask_ratio"), ("--num_masks=0", "num_masks")],
+)
+def test_bad_configuration_fails_before_any_training(audio_folder, tmp_path, override, match):
+    out = tmp_path / "bad"
+    args = recipe_args(audio_folder, out) + [override]
+    with pytest.raises(ValueError, match=match):
+        load_recipe().main(args)
+    assert not (out / "save").exists() or not any((out / "save").iterdir())
