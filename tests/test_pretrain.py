@@ -95,3 +95,15 @@ def test_bad_configuration_fails_before_training(key, value, match):
     hp[key] = value
     with pytest.raises(ValueError, match=match):
         check_pretrain_hparams(hp)
+
+
+def test_pretraining_from_logmel_shards(audio_folder, tmp_path):
+    from aasp_sb.data.shards import main as build_shards
+
+    shards = build_shards(["--audio-folder", str(audio_folder), "--output", str(tmp_path / "shards")])
+    out = tmp_path / "run"
+    brain = load_recipe().main(
+        recipe_args(audio_folder, out, number_of_epochs=1, shard_folder=shards)
+    )
+    assert brain.optimizer_step == len(brain.train_loader) > 0
+    assert load_pretrained(out).encoder is not None

@@ -105,8 +105,9 @@ class AaSPBrain(ScheduledBrain):
     (YAML or ``--nonfinite_patience``) is the number of consecutive
     non-finite losses after which the run stops.
 
-    The batch must provide ``sig`` (fixed-length crops, see
-    :func:`aasp_sb.data.pipeline.pretrain_dataset`).
+    The batch must provide ``sig`` (fixed-length waveform crops, see
+    :func:`aasp_sb.data.pipeline.pretrain_dataset`) or ``feats`` (log-mel
+    crops from :class:`~aasp_sb.data.shards.LogMelShardDataset`).
     """
 
     def on_fit_start(self):
@@ -178,11 +179,23 @@ class AaSPBrain(ScheduledBrain):
             seed = int(self.hparams.seed) * 7 + self.step  # fixed masks for validation
         return torch.Generator().manual_seed(seed + offset)
 
+    def input_features(self, batch):
+        """Normalised log-mel of a batch of waveforms (``sig``) or of shard crops (``feats``).
+
+        Crops from :class:`~aasp_sb.data.shards.LogMelShardDataset` are
+        un-normalised log-mel computed with the same front end, so only the
+        normalisation runs here.
+        """
+        if hasattr(batch, "feats"):
+            feats = batch.feats.data if hasattr(batch.feats, "data") else batch.feats
+            return self.modules.compute_features.normalize(feats.float())
+        wavs, _ = batch.sig
+        return self.modules.compute_features(wavs)
+
     def compute_forward(self, batch, stage):
         """Student (all masked views at once), teacher targets, clip embeddings."""
         batch = batch.to(self.device)
-        wavs, _ = batch.sig
-        feats = self.modules.compute_features(wavs)
+        feats = self.input_features(batch)
         hp = self.hparams
         num_tokens, _ = unwrap_module(self.modules.student).num_tokens(feats.shape[1])
         visible, masked = multi_mask(
@@ -237,11 +250,13 @@ class AaSPBrain(ScheduledBrain):
 
     # ------------------------------------------------------------- logging
     def _accumulate(self, stage, parts):
+        """Running sums of the finite loss parts, kept on the device (no sync per step)."""
         sums = self._stage_sums.setdefault(stage, {})
         for k, v in parts.items():
-            if torch.isfinite(v):
-                total, count = sums.get(k, (0.0, 0))
-                sums[k] = (total + float(v), count + 1)
+            v = v.detach().float()
+            ok = torch.isfinite(v)
+            total, count = sums.get(k, (0.0, 0))
+            sums[k] = (total + torch.where(ok, v, torch.zeros_like(v)), count + ok.float())
 
     def _log_step(self, outputs, loss):
         interval = int(getattr(self.hparams, "log_interval", 0) or 0)
@@ -272,36 +287,40 @@ class AaSPBrain(ScheduledBrain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs loss parts, lr, EMA decay and RankMe; checkpoints after validation."""
         sums = self._stage_sums.get(stage, {})
-        stats = {k: round(t / max(c, 1), 5) for k, (t, c) in sums.items()}
+        stats = {k: round(float(t) / max(float(c), 1.0), 5) for k, (t, c) in sums.items()}
         stats["loss"] = round(float(stage_loss), 5)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
+            if not getattr(self, "has_valid", True):  # no validation: log and save now
+                self._end_of_epoch(epoch, stats, None)
             return
         if self._valid_embeddings:
             stats["rankme"] = round(float(rankme(torch.cat(self._valid_embeddings))), 3)
         if stage == sb.Stage.VALID:
-            meta = {k: float(v) for k, v in stats.items()}
-            epoch_stats = {
-                "epoch": epoch,
-                "lr": float(self.lr_scheduler.current_lr),
-                "ema_decay": float(getattr(self, "ema_decay", 0.0)),
-                "skipped_steps": int(self.skipped_steps),
-            }
-            if hasattr(self.hparams, "train_logger"):
-                self.hparams.train_logger.log_stats(
-                    stats_meta=epoch_stats,
-                    train_stats=getattr(self, "train_stats", None),
-                    valid_stats=stats,
-                )
-            self._write_epoch_record(epoch_stats, stats)
-            if self.checkpointer is not None:
-                self.checkpointer.save_and_keep_only(
-                    meta=meta, min_keys=["loss"], num_to_keep=2
-                )
+            self._end_of_epoch(epoch, self.train_stats, stats)
         elif hasattr(self.hparams, "train_logger"):
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
                 test_stats=stats,
+            )
+
+    def _end_of_epoch(self, epoch, train_stats, valid_stats):
+        """Logs the epoch and saves a checkpoint (meta: validation stats, else training)."""
+        epoch_stats = {
+            "epoch": epoch,
+            "lr": float(self.lr_scheduler.current_lr),
+            "ema_decay": float(getattr(self, "ema_decay", 0.0)),
+            "skipped_steps": int(self.skipped_steps),
+        }
+        if hasattr(self.hparams, "train_logger"):
+            self.hparams.train_logger.log_stats(
+                stats_meta=epoch_stats, train_stats=train_stats, valid_stats=valid_stats
+            )
+        self._write_epoch_record(epoch_stats, valid_stats or {})
+        if self.checkpointer is not None:
+            meta = {k: float(v) for k, v in (valid_stats or train_stats).items()}
+            self.checkpointer.save_and_keep_only(
+                meta=meta, min_keys=["loss"], num_to_keep=2
             )
 
     def _write_epoch_record(self, epoch_stats, valid_stats):

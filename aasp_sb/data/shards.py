@@ -566,3 +566,59 @@ def collate_shard_items(items):
         "feats": feats,
         "lengths": lengths,
     }
+
+
+def main(argv=None):
+    """Command line: audio folder or manifest -> log-mel shards.
+
+    Usage::
+
+        python -m aasp_sb.data.shards --audio-folder /data/audioset --output /data/as_shards
+        python -m aasp_sb.data.shards --csv train.csv --output /data/shards --num-workers 8
+
+    Then pre-train from the shards with ``--shard_folder=/data/as_shards``.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    str
+        The shard folder.
+    """
+    import argparse
+
+    from aasp_sb.data.folder import prepare_audio_folder
+
+    parser = argparse.ArgumentParser(
+        description="Convert audio to memory-mappable float16 log-mel shards"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio-folder", help="folder of audio (recursive)")
+    source.add_argument("--csv", help="manifest with ID,duration,wav columns")
+    parser.add_argument("--output", required=True, help="shard folder")
+    parser.add_argument("--shard-size", type=int, default=512, help="clips per shard")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument(
+        "--max-seconds", type=float, default=None, help="keep at most this much per clip"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
+    csv = args.csv
+    if args.audio_folder:
+        prep = prepare_audio_folder(args.audio_folder, os.path.join(args.output, "manifest"))
+        csv = prep["train"]
+    build_logmel_shards(
+        csv,
+        args.output,
+        shard_size=args.shard_size,
+        num_workers=args.num_workers,
+        max_seconds=args.max_seconds,
+    )
+    return args.output
+
+
+if __name__ == "__main__":
+    main()

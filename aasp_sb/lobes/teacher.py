@@ -147,8 +147,8 @@ class EMATeacher(nn.Module):
             )
         if t_params and decay < 1.0:
             s_params = [s.detach() for s in s_params]
-            torch._foreach_mul_(t_params, decay)
-            torch._foreach_add_(t_params, s_params, alpha=1.0 - decay)
+            # t + (1 - decay) * (s - t) == decay * t + (1 - decay) * s, one pass
+            torch._foreach_lerp_(t_params, s_params, 1.0 - decay)
         t_bufs = list(self.module.buffers())
         s_bufs = list(student.buffers())
         if len(t_bufs) != len(s_bufs):

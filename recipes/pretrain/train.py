@@ -9,6 +9,10 @@ Usage::
     torchrun --nproc_per_node=4 recipes/pretrain/train.py hparams/aasp_base.yaml \
         --data_folder=/data/audioset
 
+AudioSet scale: convert the audio once (``python -m aasp_sb.data.shards
+--audio-folder /data/audioset --output /data/as_shards``) and pre-train with
+``--shard_folder=/data/as_shards`` so no audio is decoded during training.
+
 Every top-level YAML key can be overridden on the command line
 (``--use_aape=False`` gives the plain-stem ablation with everything else equal).
 Re-running the same command resumes from the last checkpoint.
@@ -20,12 +24,14 @@ import sys
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import run_on_main
 
 from aasp_sb.brains.pretrain import AaSPBrain, check_pretrain_hparams
 from aasp_sb.data.audioset import prepare_audioset
 from aasp_sb.data.folder import prepare_audio_folder
 from aasp_sb.data.pipeline import pretrain_dataset
+from aasp_sb.data.shards import LogMelShardDataset
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +68,20 @@ def prepare_data(hparams):
     train_csv = os.path.join(save, "train.csv")
     valid_csv = os.path.join(save, "valid.csv")
     return train_csv, valid_csv if os.path.exists(valid_csv) else None
+
+
+def shard_datasets(hparams):
+    """Log-mel shard datasets (``shard_folder`` / ``valid_shard_folder``)."""
+    crop = hparams["crop_frames"]
+    train = LogMelShardDataset(
+        hparams["shard_folder"], crop, mode="random", pad="repeat", seed=hparams["seed"]
+    )
+    valid = None
+    if hparams.get("valid_shard_folder"):
+        valid = LogMelShardDataset(
+            hparams["valid_shard_folder"], crop, mode="start", pad="repeat"
+        )
+    return train, valid
 
 
 def dataio_prep(hparams, train_csv, valid_csv):
@@ -104,8 +124,11 @@ def main(argv):
         overrides=overrides,
     )
     resolve_precision(hparams, run_opts)
-    train_csv, valid_csv = prepare_data(hparams)
-    train_set, valid_set = dataio_prep(hparams, train_csv, valid_csv)
+    if hparams.get("shard_folder"):  # pre-computed log-mel: no audio decoding
+        train_set, valid_set = shard_datasets(hparams)
+    else:
+        train_csv, valid_csv = prepare_data(hparams)
+        train_set, valid_set = dataio_prep(hparams, train_csv, valid_csv)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     effective_batch = hparams["batch_size"] * hparams["grad_accumulation_factor"] * world
@@ -126,15 +149,18 @@ def main(argv):
         "shuffle": True,
         "drop_last": True,
     }
+    valid_loader = {
+        "batch_size": hparams["batch_size"],
+        "num_workers": hparams["num_workers"],
+    }
+    if hparams.get("shard_folder"):  # plain Datasets: SpeechBrain's collation
+        loader["collate_fn"] = valid_loader["collate_fn"] = PaddedBatch
     brain.fit(
         brain.hparams.epoch_counter,
         train_set,
         valid_set,
         train_loader_kwargs=loader,
-        valid_loader_kwargs={
-            "batch_size": hparams["batch_size"],
-            "num_workers": hparams["num_workers"],
-        },
+        valid_loader_kwargs=valid_loader,
     )
     return brain
 
