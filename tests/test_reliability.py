@@ -200,3 +200,24 @@ def test_bad_configuration_fails_before_any_training(audio_folder, tmp_path, ove
     with pytest.raises(ValueError, match=match):
         load_recipe().main(args)
     assert not (out / "save").exists() or not any((out / "save").iterdir())
+
+
+def test_bad_audio_in_the_data_folder_never_stops_pretraining(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path / "audio"
+    make_unlabeled_folder(str(folder), n=8, seconds=(0.5, 1.5), seed=9)
+    nan = np.random.default_rng(0).standard_normal(16000).astype("float32")
+    nan[::500] = np.nan  # in every crop window
+    sf.write(str(folder / "nan.wav"), nan, 16000, subtype="FLOAT")  # header fine, samples bad
+    sf.write(str(folder / "tiny.wav"), np.zeros(400, dtype="float32"), 16000)  # < one patch
+    sf.write(str(folder / "silent.wav"), np.zeros(16000, dtype="float32"), 16000)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage")  # unreadable header
+    (folder / "empty.flac").write_bytes(b"")
+    out = tmp_path / "run"
+    brain = load_recipe().main(recipe_args(folder, out, number_of_epochs=1, batch_size=2))
+    assert brain.optimizer_step > 0
+    assert any(p.endswith("nan.wav") for p in brain.skipped_clips)
+    prep_skips = (out / "data" / "train_skipped.txt").read_text()
+    assert "corrupt.wav" in prep_skips and "empty.flac" in prep_skips

@@ -28,6 +28,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import run_on_main
 
 from aasp_sb.brains.pretrain import AaSPBrain, check_pretrain_hparams
+from aasp_sb.data.audio import SkipCounter
 from aasp_sb.data.audioset import prepare_audioset
 from aasp_sb.data.folder import prepare_audio_folder
 from aasp_sb.data.pipeline import pretrain_dataset
@@ -84,22 +85,46 @@ def shard_datasets(hparams):
     return train, valid
 
 
+def skip_record(hparams):
+    """File where every process (and DataLoader worker) lists the clips it skipped."""
+    return os.path.join(hparams["output_folder"], "skipped_clips.txt")
+
+
 def dataio_prep(hparams, train_csv, valid_csv):
     """Random crops for training, start crops for validation."""
     seconds = crop_seconds(hparams)
+    counter = SkipCounter("pre-training audio", record_file=skip_record(hparams))
     train = pretrain_dataset(
         train_csv,
         seconds,
         sample_rate=hparams["sample_rate"],
         mode="random",
         seed=hparams["seed"],
+        skip_counter=counter,
     )
     valid = None
     if valid_csv is not None:
         valid = pretrain_dataset(
-            valid_csv, seconds, sample_rate=hparams["sample_rate"], mode="start"
+            valid_csv,
+            seconds,
+            sample_rate=hparams["sample_rate"],
+            mode="start",
+            skip_counter=counter,
         )
     return train, valid
+
+
+def report_skipped(hparams):
+    """Logs how many distinct clips were unreadable and replaced during the run."""
+    skipped = SkipCounter.read_record(skip_record(hparams))
+    if skipped:
+        logger.warning(
+            "%d unreadable clip(s) were skipped and replaced by the next clip "
+            "of the manifest; list: %s", len(skipped), skip_record(hparams)
+        )
+    else:
+        logger.info("No clip was skipped.")
+    return skipped
 
 
 def resolve_precision(hparams, run_opts):
@@ -162,6 +187,7 @@ def main(argv):
         train_loader_kwargs=loader,
         valid_loader_kwargs=valid_loader,
     )
+    brain.skipped_clips = report_skipped(hparams)
     return brain
 
 
