@@ -95,6 +95,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="linear-probe seeds")
     parser.add_argument("--skip_ablation", action="store_true",
                         help="do not pre-train the plain-stem ablation")
+    parser.add_argument("--finetune", action="store_true",
+                        help="also fine-tune the demo task from the pre-trained "
+                        "and from a random init (about 3 more minutes)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
 
@@ -163,10 +166,29 @@ def main(argv=None):
         acc = format_mean_ci(res["mean"], res["ci95"])
         st = stab_overall.get(name)
         lines.append(f"| {name} | {acc} | {st:.4f} |" if st is not None else f"| {name} | {acc} | - |")
+    if args.finetune:
+        lines += ["", "## Fine-tuning on the demo task (hparams/finetune/demo.yaml)", ""]
+        lines += finetune_comparison(runs["AaSP (AaPE)"], folder, out / "finetune_compare")
     report = "\n".join(lines) + "\n"
     (out / "RESULTS.md").write_text(report, encoding="utf-8")
     print("\n" + report)
     return scores
+
+
+def finetune_comparison(run, corpus_folder, out):
+    """Fine-tunes from the pre-trained run and from random init; returns table lines."""
+    spec = importlib.util.spec_from_file_location(
+        "aasp_compare_init", ROOT / "recipes" / "finetune" / "compare_init.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([f"--pretrained_path={run}", f"--corpus={corpus_folder}",
+                 f"--output_folder={out}", "--device=cpu"])
+    with open(pathlib.Path(out) / "compare.json", encoding="utf-8") as f:
+        res = json.load(f)
+    return ["| initialisation | test accuracy (%) |", "|---|---|"] + [
+        f"| {name} | {100 * float(res[name]):.2f} |" for name in ("pretrained", "random")
+    ]
 
 
 def read_jsonl_csv(path):
