@@ -108,6 +108,29 @@ class AaSPBrain(ScheduledBrain):
     The batch must provide ``sig`` (fixed-length waveform crops, see
     :func:`aasp_sb.data.pipeline.pretrain_dataset`) or ``feats`` (log-mel
     crops from :class:`~aasp_sb.data.shards.LogMelShardDataset`).
+
+    Example
+    -------
+    >>> import pathlib, aasp_sb
+    >>> from hyperpyyaml import load_hyperpyyaml
+    >>> from speechbrain.dataio.batch import PaddedBatch
+    >>> yaml = pathlib.Path(aasp_sb.__file__).parents[1] / "hparams" / "aasp_tiny.yaml"
+    >>> tmp = getfixture("tmp_path")
+    >>> hp = load_hyperpyyaml(yaml.read_text(), {
+    ...     "data_folder": str(tmp), "output_folder": str(tmp), "embed_dim": 32,
+    ...     "depth": 1, "num_heads": 2, "crop_frames": 64, "aape_modes": 4,
+    ...     "predictor_dim": 32, "predictor_depth": 1, "predictor_heads": 2,
+    ...     "number_of_epochs": 1})
+    >>> hp["opt_class"].keywords["lr"] = 1e-3
+    >>> brain = AaSPBrain(hp["modules"], hp["opt_class"], hp,
+    ...                   run_opts={"noprogressbar": True, "device": "cpu"},
+    ...                   checkpointer=hp["checkpointer"])
+    >>> clips = [{"id": str(i), "sig": torch.randn(63 * 160)} for i in range(4)]
+    >>> brain.fit(hp["epoch_counter"], clips, clips[:2],
+    ...           train_loader_kwargs={"batch_size": 2, "collate_fn": PaddedBatch},
+    ...           valid_loader_kwargs={"batch_size": 2, "collate_fn": PaddedBatch})
+    >>> brain.optimizer_step
+    2
     """
 
     def on_fit_start(self):

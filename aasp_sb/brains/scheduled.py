@@ -24,7 +24,29 @@ from aasp_sb.schedulers import WarmupCosine, clip_grad_norm_all
 
 
 class ScheduledBrain(sb.Brain):
-    """``sb.Brain`` with all-group clipping and a per-group warm-up + cosine lr."""
+    """``sb.Brain`` with all-group clipping and a per-group warm-up + cosine lr.
+
+    Subclasses call :meth:`build_optimizer` from ``init_optimizers``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from speechbrain.utils.epoch_loop import EpochCounter
+    >>> from aasp_sb.schedulers import param_groups
+    >>> class Regress(ScheduledBrain):
+    ...     def init_optimizers(self):
+    ...         self.build_optimizer(param_groups(self.modules, 0.0), warmup_epochs=1)
+    ...     def compute_forward(self, batch, stage):
+    ...         return self.modules.lin(batch[0])
+    ...     def compute_objectives(self, pred, batch, stage):
+    ...         return ((pred - batch[1]) ** 2).mean()
+    >>> brain = Regress({"lin": torch.nn.Linear(2, 1)}, torch.optim.SGD,
+    ...                 {"number_of_epochs": 2}, run_opts={"noprogressbar": True})
+    >>> data = [(torch.randn(2), torch.randn(1)) for _ in range(4)]
+    >>> brain.fit(EpochCounter(2), data, train_loader_kwargs={"batch_size": 2})
+    >>> brain.steps_per_epoch, brain.optimizer_step, brain.lr_scheduler.current_lr
+    (2, 4, 0.0)
+    """
 
     def fit(
         self,
