@@ -202,6 +202,34 @@ class RobustClipLoader:
         return self._zero_clip(uid)
 
 
+def _attach_loader(
+    dataset, csv, sample_rate, num, mode, pad, on_error, max_tries, skip_counter, seed=None
+):
+    """Builds the :class:`RobustClipLoader` of ``dataset`` and registers its items.
+
+    Sets ``dataset.skip_counter``, ``dataset.loader`` and ``dataset.set_epoch``.
+    """
+    counter = skip_counter
+    if counter is None:
+        counter = SkipCounter(os.path.basename(str(csv)))
+    loader = RobustClipLoader(
+        dataset.data,
+        dataset.data_ids,
+        sample_rate,
+        num,
+        mode,
+        pad,
+        on_error,
+        max_tries,
+        counter,
+        seed,
+    )
+    _add_clip_items(dataset, loader)
+    dataset.skip_counter, dataset.loader = counter, loader
+    dataset.set_epoch = loader.set_epoch
+    return loader
+
+
 def _add_clip_items(dataset, loader):
     """Registers ``clip`` and its fields as dynamic items of ``dataset``."""
     dataset.add_dynamic_item(loader, takes=["id"], provides=["clip"])
@@ -296,25 +324,10 @@ def pretrain_dataset(
         raise ValueError("pretrain_dataset needs crop_seconds")
     dataset = DynamicItemDataset.from_csv(str(csv), replacements=replacements)
     _check_columns(dataset, csv, ["wav"])
-    counter = skip_counter
-    if counter is None:
-        counter = SkipCounter(os.path.basename(str(csv)))
-    loader = RobustClipLoader(
-        dataset.data,
-        dataset.data_ids,
-        sample_rate,
-        num,
-        mode,
-        pad,
-        on_error,
-        max_tries,
-        counter,
-        seed,
+    _attach_loader(
+        dataset, csv, sample_rate, num, mode, pad, on_error, max_tries, skip_counter, seed
     )
-    _add_clip_items(dataset, loader)
     dataset.set_output_keys(["id", "sig"])
-    dataset.skip_counter, dataset.loader = counter, loader
-    dataset.set_epoch = loader.set_epoch
     return dataset
 
 
@@ -487,27 +500,14 @@ def labelled_dataset(
     # that supplied the audio); the CSV's string stays as "label_str".
     for row in dataset.data.values():
         row["label_str"] = row.pop("label")
-    counter = skip_counter
-    if counter is None:
-        counter = SkipCounter(os.path.basename(str(csv)))
-    loader = RobustClipLoader(
-        dataset.data,
-        dataset.data_ids,
-        sample_rate,
-        num,
-        mode,
-        pad,
-        on_error,
-        max_tries,
-        counter,
+    _attach_loader(
+        dataset, csv, sample_rate, num, mode, pad, on_error, max_tries, skip_counter
     )
-    _add_clip_items(dataset, loader)
     dataset.add_dynamic_item(
         _LabelOf(dataset.data, encoder), takes=["src_id"], provides=["label"]
     )
     dataset.set_output_keys(["id", "sig", "label"])
     dataset.classes, dataset.label_encoder = encoder.classes, encoder
-    dataset.skip_counter, dataset.loader = counter, loader
     return dataset
 
 
