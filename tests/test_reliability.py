@@ -221,3 +221,22 @@ def test_bad_audio_in_the_data_folder_never_stops_pretraining(tmp_path):
     assert any(p.endswith("nan.wav") for p in brain.skipped_clips)
     prep_skips = (out / "data" / "train_skipped.txt").read_text()
     assert "corrupt.wav" in prep_skips and "empty.flac" in prep_skips
+
+
+def test_ckpt_interval_minutes_saves_intra_epoch_checkpoints(audio_folder, tmp_path, monkeypatch):
+    yaml = tmp_path / "tiny_minutes.yaml"
+    yaml.write_text(TINY.read_text().replace(
+        "ckpt_interval_minutes: 0 ", "ckpt_interval_minutes: 0.00001 "))
+    saves = []
+    original = AtomicCheckpointer.save_checkpoint
+
+    def recording(self, meta=None, end_of_epoch=True, *args, **kwargs):
+        saves.append(end_of_epoch)
+        return original(self, meta, end_of_epoch, *args, **kwargs)
+
+    monkeypatch.setattr(AtomicCheckpointer, "save_checkpoint", recording)
+    args = recipe_args(audio_folder, tmp_path / "run", number_of_epochs=1)
+    args[0] = str(yaml)
+    brain = load_recipe().main(args)
+    assert saves.count(False) >= brain.optimizer_step - 1  # about one per step
+    assert saves.count(True) == 1
