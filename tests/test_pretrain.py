@@ -107,3 +107,26 @@ def test_pretraining_from_logmel_shards(audio_folder, tmp_path):
     )
     assert brain.optimizer_step == len(brain.train_loader) > 0
     assert load_pretrained(out).encoder is not None
+
+
+def test_torchrun_two_processes_on_cpu(audio_folder, tmp_path):
+    """DDP path (gloo on CPU): the student is wrapped, the teacher follows, rank 0 saves."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from pretrain_utils import ROOT
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--nproc_per_node=2", "--master_port=29533",
+           str(ROOT / "recipes" / "pretrain" / "train.py")]
+    cmd += recipe_args(audio_folder, out, number_of_epochs=1, batch_size=2)
+    cmd += ["--distributed_backend=gloo"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = read_jsonl(out / "metrics.jsonl")
+    assert steps and steps[-1]["step"] == len(steps)  # one writer (rank 0)
+    assert load_pretrained(out).encoder is not None
