@@ -595,6 +595,7 @@ class FinetuneBrain(ScheduledBrain):
     # ------------------------------------------------------------ stages
     def on_stage_start(self, stage, epoch=None):
         """Resets the metric accumulators; notes the lr the epoch starts with."""
+        super().on_stage_start(stage, epoch)
         self._eval_logits, self._eval_targets, self._eval_ids = [], [], []
         self._skipped_eval = 0
         if stage == sb.Stage.TRAIN and hasattr(self, "lr_scheduler"):

@@ -298,12 +298,8 @@ class AaSPBrain(ScheduledBrain):
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the per-stage running sums; sets the epoch of seeded crops."""
+        super().on_stage_start(stage, epoch)
         self._stage_sums[stage] = {}
-        if stage == sb.Stage.TRAIN and epoch is not None:
-            set_epoch = getattr(getattr(self, "train_loader", None), "dataset", None)
-            set_epoch = getattr(set_epoch, "set_epoch", None)
-            if set_epoch is not None:
-                set_epoch(epoch)
         if stage != sb.Stage.TRAIN:
             self._valid_embeddings = []
 

@@ -135,3 +135,11 @@ class ScheduledBrain(sb.Brain):
 
     def after_optimizer_step(self):
         """Hook run after every optimiser step (nothing by default)."""
+
+    def on_stage_start(self, stage, epoch=None):
+        """Sets the epoch of seeded random crops (datasets with ``set_epoch``)."""
+        if stage == sb.Stage.TRAIN and epoch is not None:
+            dataset = getattr(getattr(self, "train_loader", None), "dataset", None)
+            set_epoch = getattr(dataset, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)

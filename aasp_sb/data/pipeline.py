@@ -412,6 +412,7 @@ def labelled_dataset(
     max_tries=10,
     skip_counter=None,
     replacements=None,
+    seed=None,
 ):
     """Labelled clips: output keys ``id``, ``sig``, ``label``.
 
@@ -448,6 +449,9 @@ def labelled_dataset(
         Counter of skipped clips (``dataset.skip_counter``).
     replacements : dict, optional
         ``$variable`` replacements for the CSV.
+    seed : int, optional
+        Random crops as a function of (seed, epoch, clip) (see
+        :func:`pretrain_dataset`).
 
     Returns
     -------
@@ -501,7 +505,7 @@ def labelled_dataset(
     for row in dataset.data.values():
         row["label_str"] = row.pop("label")
     _attach_loader(
-        dataset, csv, sample_rate, num, mode, pad, on_error, max_tries, skip_counter
+        dataset, csv, sample_rate, num, mode, pad, on_error, max_tries, skip_counter, seed
     )
     dataset.add_dynamic_item(
         _LabelOf(dataset.data, encoder), takes=["src_id"], provides=["label"]

@@ -219,6 +219,7 @@ def dataio_prep(hparams, split, info, classes_path):
         hparams["crop_seconds"],
         mode="random",
         pad="zero",
+        seed=hparams["seed"],
         **common,
     )
     train.set_output_keys(["id", "sig", "label", "rel_length"])
