@@ -152,6 +152,19 @@ class ClipDataset(torch.utils.data.Dataset):
     mask_padding : bool
         With ``clip_seconds``: give the encoder the true length of a
         zero-padded clip (True) or let it see the zeros (False, EVAR).
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> tmp = getfixture("tmp_path")
+    >>> sf.write(str(tmp / "a.wav"), np.zeros(8000, dtype="float32"), 16000)
+    >>> ds = ClipDataset([str(tmp / "a.wav"), str(tmp / "missing.wav")], ["a", "b"],
+    ...                  16000, clip_seconds=1.0)
+    >>> i, wav, rel, err = ds[0]
+    >>> wav.shape, rel
+    (torch.Size([16000]), 0.5)
+    >>> ds[1][1] is None  # unreadable: reported, not raised
+    True
     """
 
     def __init__(
