@@ -159,7 +159,7 @@ def main(argv=None):
         "",
         "## Linear evaluation on the demo task, and aliasing stability",
         "",
-        "| model | linear-probe accuracy (%) | stability (mean cos, shifts 1-15) |",
+        "| model | linear-probe accuracy (%) | stability (centred cos, shifts 1-15) |",
         "|---|---|---|",
     ]
     for name, res in scores.items():
