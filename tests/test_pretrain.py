@@ -129,4 +129,6 @@ def test_torchrun_two_processes_on_cpu(audio_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = read_jsonl(out / "metrics.jsonl")
     assert steps and steps[-1]["step"] == len(steps)  # one writer (rank 0)
+    epochs = read_jsonl(out / "epochs.jsonl")
+    assert len(epochs) == 1 and epochs[0]["valid_rankme"] > 0  # gathered from both ranks
     assert load_pretrained(out).encoder is not None

@@ -26,6 +26,7 @@ import os
 
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import is_distributed_initialized
 
 from aasp_sb.brains.scheduled import ScheduledBrain
 from aasp_sb.evaluation.metrics import rankme
@@ -305,16 +306,18 @@ class AaSPBrain(ScheduledBrain):
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs loss parts, lr, EMA decay and RankMe; checkpoints after validation."""
-        sums = self._stage_sums.get(stage, {})
+        sums = self._reduce_across_ranks(self._stage_sums.get(stage, {}))
         stats = {k: round(float(t) / max(float(c), 1.0), 5) for k, (t, c) in sums.items()}
-        stats["loss"] = round(float(stage_loss), 5)
+        if "loss" not in stats:
+            stats["loss"] = round(float(stage_loss), 5)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             if not getattr(self, "has_valid", True):  # no validation: log and save now
                 self._end_of_epoch(epoch, stats, None)
             return
-        if self._valid_embeddings:
-            stats["rankme"] = round(float(rankme(torch.cat(self._valid_embeddings))), 3)
+        embeddings = self._gather_across_ranks(self._valid_embeddings)
+        if embeddings:
+            stats["rankme"] = round(float(rankme(torch.cat(embeddings))), 3)
         if stage == sb.Stage.VALID:
             self._end_of_epoch(epoch, self.train_stats, stats)
         elif hasattr(self.hparams, "train_logger"):
@@ -322,6 +325,31 @@ class AaSPBrain(ScheduledBrain):
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
                 test_stats=stats,
             )
+
+    @staticmethod
+    def _reduce_across_ranks(sums):
+        """Adds up every rank's (sum, count) pairs so logged stats cover all the data."""
+        if not is_distributed_initialized() or not sums:
+            return sums
+        keys = sorted(sums)
+        device = next(
+            (t.device for pair in sums.values() for t in pair if torch.is_tensor(t)),
+            torch.device("cpu"),
+        )
+        flat = torch.tensor(
+            [float(x) for k in keys for x in sums[k]], dtype=torch.float64, device=device
+        )
+        torch.distributed.all_reduce(flat)
+        return {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
+
+    @staticmethod
+    def _gather_across_ranks(tensors):
+        """Every rank's validation embeddings (RankMe is computed on all of them)."""
+        if not is_distributed_initialized():
+            return tensors
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, [t.cpu() for t in tensors])
+        return [t for part in gathered for t in part]
 
     def _end_of_epoch(self, epoch, train_stats, valid_stats):
         """Logs the epoch and saves a checkpoint (meta: validation stats, else training)."""
