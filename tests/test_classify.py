@@ -93,3 +93,21 @@ def test_multilabel_run_gives_sigmoid_scores_and_folds_are_named(tmp_path):
         AudioClassifier.from_run(cv)
     clf = AudioClassifier.from_run(cv, fold="fold2")
     assert clf.classes == [c for _, c in fx.ESC50_CLASSES]
+
+
+def test_fine_tuned_encoder_loads_for_embeddings(demo_run):
+    """A fine-tuning run folder is also a source of embeddings (issue: pre-trained *or* fine-tuned)."""
+    from aasp_sb.inference import AaSPEncoder
+
+    _, out = demo_run
+    encoder = AaSPEncoder.from_run(str(out))
+    clf = AudioClassifier.from_run(str(out))
+    wav = torch.randn(1, 16000)
+    emb = encoder.embed_batch(wav)
+    assert emb.shape[0] == 1 and torch.isfinite(emb).all()
+    # the encoder weights are the fine-tuned ones the classifier uses
+    a = encoder.mods.encoder.state_dict()
+    b = clf.encoder.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key].cpu(), b[key].cpu()), key
