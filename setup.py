@@ -30,6 +30,9 @@ setup(
     entry_points={
         "console_scripts": [
             "aasp-embed=aasp_sb.embed:main",
+            "aasp-stability=aasp_sb.analysis.stability:main",
+            "aasp-plots=aasp_sb.analysis.plots:main",
+            "aasp-shards=aasp_sb.data.shards:main",
         ]
     },
 )
