@@ -586,21 +586,18 @@ def compare_checkpoints(
     skip = SkipCounter("stability")
     models = {}
     for name, ckpt in zip(names, checkpoints):
-        parts = load_pretrained(ckpt, which=which, device=device)
-        if seconds is None:
-            seconds = default_seconds(parts.features, parts.encoder)
-        result = measure_model_stability(
-            parts.features,
-            parts.encoder,
+        result = measure_checkpoint_stability(
+            ckpt,
             csv_path,
             shifts=shifts,
             seconds=seconds,
             max_clips=max_clips,
             batch_size=batch_size,
+            which=which,
             device=device,
             skip=skip,
         )
-        result["checkpoint"] = str(parts.checkpoint)
+        seconds = result["seconds"]  # the first model's length serves them all
         models[name] = result
         logger.info(
             "%s (%s): mean shift cosine similarity %.4f over %d clips",
@@ -609,7 +606,6 @@ def compare_checkpoints(
             result["overall"],
             result["num_clips"],
         )
-        del parts
     skip.report(logger)
     return {
         "csv": str(csv_path),
