@@ -34,14 +34,38 @@ def test_recipe_runs_on_mixed_audio_and_writes_loadable_checkpoint(audio_folder,
     assert "valid_rankme" in epochs[-1] and epochs[-1]["valid_rankme"] > 1.0
 
 
-def test_fit_lowers_the_regression_loss(audio_folder, tmp_path):
+def test_fit_lowers_the_regression_loss(audio_folder, tmp_path, monkeypatch):
+    """Also: targets come from the teacher module's forward (what --compile
+    compiles), and with contrastive_weight 0 the head is neither run nor trained."""
+    from aasp_sb.lobes.teacher import MaskedTeacher
+    from aasp_sb.losses import ContrastiveHead
+
+    calls = {"teacher": 0, "head": 0}
+    teacher_forward, head_forward = MaskedTeacher.forward, ContrastiveHead.forward
+
+    def counted(name, fn):
+        def wrapper(self, *args, **kwargs):
+            calls[name] += 1
+            return fn(self, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(MaskedTeacher, "forward", counted("teacher", teacher_forward))
+    monkeypatch.setattr(ContrastiveHead, "forward", counted("head", head_forward))
     recipe = load_recipe()
     out = tmp_path / "run"
-    recipe.main(recipe_args(audio_folder, out, number_of_epochs=6, contrastive_weight=0.0))
+    brain = recipe.main(
+        recipe_args(audio_folder, out, number_of_epochs=6, contrastive_weight=0.0)
+    )
     steps = read_jsonl(out / "metrics.jsonl")
     first = sum(s["regression"] for s in steps[:4]) / 4
     last = sum(s["regression"] for s in steps[-4:]) / 4
     assert last < first * 0.8, (first, last)
+    assert calls["teacher"] >= brain.optimizer_step > 0
+    assert calls["head"] == 0
+    head = brain.hparams.contrastive_head
+    assert not any(p.requires_grad for p in head.parameters())
+    in_optimizer = {id(p) for g in brain.optimizer.param_groups for p in g["params"]}
+    assert not in_optimizer & {id(p) for p in head.parameters()}
 
 
 class Interrupt(Exception):
@@ -97,6 +121,17 @@ def test_bad_configuration_fails_before_training(key, value, match):
         check_pretrain_hparams(hp)
 
 
+def test_teacher_built_with_other_keys_is_refused():
+    from aasp_sb.lobes.aape import make_stem
+    from aasp_sb.lobes.encoder import AudioViT
+    from aasp_sb.lobes.teacher import MaskedTeacher
+
+    enc = AudioViT(make_stem(False, embed_dim=32), 32, 2, 4, max_frames=64)
+    hp = {"teacher_input": "full", "target_layers": 1, "teacher": MaskedTeacher(enc)}
+    with pytest.raises(ValueError, match="teacher_input='full'.*teacher_input='masked'"):
+        check_pretrain_hparams(hp)
+
+
 def test_pretraining_from_logmel_shards(audio_folder, tmp_path):
     from aasp_sb.data.shards import main as build_shards
 
@@ -109,8 +144,13 @@ def test_pretraining_from_logmel_shards(audio_folder, tmp_path):
     assert load_pretrained(out).encoder is not None
 
 
-def test_torchrun_two_processes_on_cpu(audio_folder, tmp_path):
-    """DDP path (gloo on CPU): the student is wrapped, the teacher follows, rank 0 saves."""
+@pytest.mark.parametrize("contrastive_weight", [0.1, 0.0])
+def test_torchrun_two_processes_on_cpu(audio_folder, tmp_path, contrastive_weight):
+    """DDP path (gloo on CPU): the student is wrapped, the teacher follows, rank 0 saves.
+
+    With ``contrastive_weight: 0`` the unused head must not stall DDP's
+    gradient reduction (it is frozen and not run); both ranks exit cleanly.
+    """
     import os
     import shutil
     import subprocess
@@ -122,7 +162,10 @@ def test_torchrun_two_processes_on_cpu(audio_folder, tmp_path):
     out = tmp_path / "ddp"
     cmd = [torchrun, "--nproc_per_node=2", "--master_port=29533",
            str(ROOT / "recipes" / "pretrain" / "train.py")]
-    cmd += recipe_args(audio_folder, out, number_of_epochs=1, batch_size=2)
+    cmd += recipe_args(
+        audio_folder, out, number_of_epochs=2, batch_size=2,
+        contrastive_weight=contrastive_weight,
+    )
     cmd += ["--distributed_backend=gloo"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -130,5 +173,5 @@ def test_torchrun_two_processes_on_cpu(audio_folder, tmp_path):
     steps = read_jsonl(out / "metrics.jsonl")
     assert steps and steps[-1]["step"] == len(steps)  # one writer (rank 0)
     epochs = read_jsonl(out / "epochs.jsonl")
-    assert len(epochs) == 1 and epochs[0]["valid_rankme"] > 0  # gathered from both ranks
+    assert len(epochs) == 2 and epochs[-1]["valid_rankme"] > 0  # gathered from both ranks
     assert load_pretrained(out).encoder is not None

@@ -134,3 +134,59 @@ def test_schedule_bad_arguments():
         EMASchedule(0.9, 0.99, 10, mode="exp")
     with pytest.raises(ValueError, match="end"):
         EMASchedule(0.9, 1.5, 10)
+
+
+def _vit(depth=2):
+    from aasp_sb.lobes.aape import make_stem
+    from aasp_sb.lobes.encoder import AudioViT
+
+    torch.manual_seed(0)
+    return AudioViT(make_stem(True, embed_dim=32, num_modes=4), 32, depth, 4, max_frames=64)
+
+
+@pytest.mark.parametrize("mode,top_k", [("masked", 1), ("full", 1), ("masked", 2)])
+def test_masked_teacher_forward_is_the_target_computation(mode, top_k):
+    """The teacher's own forward gives exactly what the step used to compute by hand."""
+    from aasp_sb.lobes.teacher import MaskedTeacher
+    from aasp_sb.losses import layer_norm_targets
+    from aasp_sb.masking import gather_tokens, multi_mask
+
+    enc = _vit()
+    teacher = MaskedTeacher(enc, teacher_input=mode, target_layers=top_k)
+    feats = torch.randn(3, 64, 80)
+    _, masked = multi_mask(3, 20, 2, 0.7, generator=torch.Generator().manual_seed(1))
+    got = teacher(feats, masked)
+    with torch.no_grad():
+        tokens, _, _ = enc.embed(feats)
+        if mode == "masked":
+            out, layers = enc.encode(gather_tokens(tokens, masked), return_layers=True)
+            ref = layer_norm_targets(layers, top_k)
+        else:
+            out, layers = enc.encode(tokens, return_layers=True)
+            ref = gather_tokens(layer_norm_targets(layers, top_k), masked)
+    assert got.shape == (6, 14, 32) and not got.requires_grad
+    torch.testing.assert_close(got, ref)
+    # same state-dict keys as the plain EMA teacher: old checkpoints still load
+    assert teacher.state_dict().keys() == EMATeacher(enc).state_dict().keys()
+
+
+def test_compiled_masked_teacher_matches_eager():
+    """``torch.compile`` of the module (what SpeechBrain's --compile does) covers the pass."""
+    from aasp_sb.lobes.teacher import MaskedTeacher
+    from aasp_sb.masking import multi_mask
+
+    teacher = MaskedTeacher(_vit(depth=1))
+    feats = torch.randn(2, 64, 80)
+    _, masked = multi_mask(2, 20, 3, 0.7, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(teacher, backend="eager", fullgraph=False)
+    torch.testing.assert_close(compiled(feats, masked), teacher(feats, masked))
+    compiled.update(_vit(depth=1), 0.5)  # attribute access reaches the module
+
+
+def test_masked_teacher_rejects_bad_keys():
+    from aasp_sb.lobes.teacher import MaskedTeacher
+
+    with pytest.raises(ValueError, match="teacher_input"):
+        MaskedTeacher(_vit(), teacher_input="half")
+    with pytest.raises(ValueError, match="target_layers"):
+        MaskedTeacher(_vit(depth=2), target_layers=3)

@@ -30,18 +30,18 @@ from speechbrain.utils.distributed import is_distributed_initialized
 
 from aasp_sb.brains.scheduled import ScheduledBrain
 from aasp_sb.evaluation.metrics import rankme
-from aasp_sb.lobes.teacher import unwrap_module
-from aasp_sb.losses import (
-    layer_norm_targets,
-    multi_positive_infonce,
-    regression_loss,
+from aasp_sb.lobes.teacher import (
+    TEACHER_INPUTS,
+    MaskedTeacher,
+    masked_targets,
+    unwrap_module,
 )
-from aasp_sb.masking import gather_tokens, multi_mask
+from aasp_sb.losses import multi_positive_infonce, regression_loss
+from aasp_sb.masking import multi_mask
 from aasp_sb.schedulers import param_groups
 
 logger = logging.getLogger(__name__)
 
-TEACHER_INPUTS = ("masked", "full")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,6 +83,17 @@ def check_pretrain_hparams(hparams):
     mode = hparams.get("teacher_input", "masked")
     if mode not in TEACHER_INPUTS:
         raise ValueError(f"teacher_input must be one of {TEACHER_INPUTS}, got {mode!r}")
+    teacher = unwrap_module(hparams.get("teacher"))
+    if isinstance(teacher, MaskedTeacher):
+        for key, own in (
+            ("teacher_input", teacher.teacher_input),
+            ("target_layers", teacher.target_layers),
+        ):
+            if key in hparams and hparams[key] != own:
+                raise ValueError(
+                    f"{key}={hparams[key]!r} but the teacher module was built with "
+                    f"{key}={own!r}: pass the same key to MaskedTeacher in the YAML"
+                )
     if float(hparams.get("tau", 0.2)) <= 0:
         raise ValueError(f"tau must be positive, got {hparams['tau']}")
 
@@ -240,18 +251,22 @@ class AaSPBrain(ScheduledBrain):
 
     @torch.no_grad()
     def teacher_targets(self, feats, masked):
-        """Layer-normalised teacher features at the masked positions ``[B*M, Nm, D]``."""
-        teacher = self.modules.teacher.module
-        top_k = int(getattr(self.hparams, "target_layers", 1))
-        tokens, _, _ = teacher.embed(feats)
-        if self.hparams.teacher_input == "masked":
-            out, layers = teacher.encode(
-                gather_tokens(tokens, masked), return_layers=top_k > 1
-            )
-            return layer_norm_targets(layers if top_k > 1 else out, top_k)
-        out, layers = teacher.encode(tokens, return_layers=top_k > 1)
-        targets = layer_norm_targets(layers if top_k > 1 else out, top_k)
-        return gather_tokens(targets, masked)
+        """Layer-normalised teacher features at the masked positions ``[B*M, Nm, D]``.
+
+        A :class:`~aasp_sb.lobes.teacher.MaskedTeacher` computes them in its own
+        ``forward`` (what ``--compile`` compiles); a plain ``EMATeacher`` is
+        run here with the ``teacher_input`` / ``target_layers`` keys.
+        """
+        teacher = self.modules.teacher
+        if isinstance(unwrap_module(teacher), MaskedTeacher):
+            return teacher(feats, masked)
+        return masked_targets(
+            teacher.module,
+            feats,
+            masked,
+            self.hparams.teacher_input,
+            int(getattr(self.hparams, "target_layers", 1)),
+        )
 
     def compute_objectives(self, predictions, batch, stage):
         """Regression (2 - 2 cos) plus lambda x multi-mask contrastive."""

@@ -39,6 +39,11 @@ class MaskedStudent(nn.Module):
         Predicts masked tokens from the visible ones.
     contrastive_head : torch.nn.Module, optional
         Projection for the multi-mask contrastive loss.
+    use_contrastive_head : bool
+        False keeps the head (checkpoints stay alike) but never runs it and
+        freezes its parameters, so a run without the contrastive term
+        (``contrastive_weight: 0``) neither pays for the projection nor leaves
+        DDP with parameters that get no gradient.
 
     Example
     -------
@@ -53,13 +58,24 @@ class MaskedStudent(nn.Module):
     >>> out = student(torch.randn(2, 64, 80), vis, msk)
     >>> out.pred.shape, out.pooled.shape, out.z.shape
     (torch.Size([6, 14, 32]), torch.Size([2, 3, 32]), torch.Size([2, 3, 16]))
+    >>> head = ContrastiveHead(32, 16)
+    >>> off = MaskedStudent(enc, CrossAttentionPredictor(32, 32, 1, 4), head, False)
+    >>> off(torch.randn(2, 64, 80), vis, msk).z is None, head.fc1.weight.requires_grad
+    (True, False)
     """
 
-    def __init__(self, encoder, predictor, contrastive_head=None):
+    def __init__(
+        self, encoder, predictor, contrastive_head=None, use_contrastive_head=True
+    ):
         super().__init__()
         self.encoder = encoder
         self.predictor = predictor
         self.contrastive_head = contrastive_head
+        self.use_contrastive_head = bool(use_contrastive_head) and (
+            contrastive_head is not None
+        )
+        if contrastive_head is not None and not self.use_contrastive_head:
+            contrastive_head.requires_grad_(False)
 
     def num_tokens(self, num_frames):
         """Tokens per clip for ``num_frames`` input frames, and the grid."""
@@ -90,6 +106,6 @@ class MaskedStudent(nn.Module):
         )
         pooled = context.mean(dim=1).view(B, M, -1)
         z = None
-        if self.contrastive_head is not None:
+        if self.use_contrastive_head:
             z = self.contrastive_head(pooled.float())
         return StudentOutput(pred, pooled, z)

@@ -13,6 +13,10 @@ data2vec). Two SpeechBrain traps are handled here (see DESIGN.md §7):
 
 The teacher is an ordinary ``nn.Module``, so SpeechBrain's ``Checkpointer``
 saves and recovers it through its ``state_dict`` (keys ``module.*``).
+
+:class:`MaskedTeacher` is the pre-training teacher: its ``forward`` computes
+the regression targets itself, so ``--compile`` (which compiles each module's
+``forward``) and DDP-style wrappers cover the teacher's whole pass.
 """
 
 import copy
@@ -20,6 +24,11 @@ import math
 
 import torch
 from torch import nn
+
+from aasp_sb.losses import layer_norm_targets
+from aasp_sb.masking import gather_tokens
+
+TEACHER_INPUTS = ("masked", "full")
 
 
 def unwrap_module(module):
@@ -157,6 +166,114 @@ class EMATeacher(nn.Module):
             )
         if t_bufs:
             torch._foreach_copy_(t_bufs, [b.detach() for b in s_bufs])
+
+
+def masked_targets(encoder, feats, masked, teacher_input="masked", top_k=1):
+    """Layer-normalised encoder features at the masked positions.
+
+    Arguments
+    ---------
+    encoder : AudioViT
+        The (teacher) encoder.
+    feats : torch.Tensor
+        ``[B, T, F]`` normalised log-mel.
+    masked : torch.Tensor
+        ``[B, M, Nm]`` masked token indices per view.
+    teacher_input : str
+        ``"masked"``: encode only each view's masked tokens (M2D: the
+        teacher never sees what the student sees); ``"full"``: encode all
+        tokens once per clip and gather every view's targets from it.
+    top_k : int
+        Average of the top-k layers' outputs (1: the final output).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B*M, Nm, D]`` targets.
+
+    Example
+    -------
+    >>> from aasp_sb.lobes.aape import make_stem
+    >>> from aasp_sb.lobes.encoder import AudioViT
+    >>> from aasp_sb.masking import multi_mask
+    >>> enc = AudioViT(make_stem(False, embed_dim=32), 32, 2, 4, max_frames=64)
+    >>> _, masked = multi_mask(2, 20, 3, 0.7)
+    >>> masked_targets(enc, torch.randn(2, 64, 80), masked, "full", top_k=2).shape
+    torch.Size([6, 14, 32])
+    """
+    if teacher_input not in TEACHER_INPUTS:
+        raise ValueError(
+            f"teacher_input must be one of {TEACHER_INPUTS}, got {teacher_input!r}"
+        )
+    tokens, _, _ = encoder.embed(feats)
+    if teacher_input == "masked":
+        tokens = gather_tokens(tokens, masked)
+    out, layers = encoder.encode(tokens, return_layers=top_k > 1)
+    targets = layer_norm_targets(layers if top_k > 1 else out, top_k)
+    return targets if teacher_input == "masked" else gather_tokens(targets, masked)
+
+
+class MaskedTeacher(EMATeacher):
+    """EMA teacher of an encoder whose ``forward`` returns masked-token targets.
+
+    Same state (keys ``module.*``) and EMA update as :class:`EMATeacher`;
+    ``forward(feats, masked)`` runs :func:`masked_targets` on the copy without
+    building a graph, so compiling the module compiles the teacher's pass.
+
+    Arguments
+    ---------
+    student : AudioViT
+        The student encoder to copy.
+    teacher_input : str
+        ``"masked"`` or ``"full"`` (see :func:`masked_targets`).
+    target_layers : int
+        Number of top layers averaged into the targets.
+
+    Example
+    -------
+    >>> from aasp_sb.lobes.aape import make_stem
+    >>> from aasp_sb.lobes.encoder import AudioViT
+    >>> from aasp_sb.masking import multi_mask
+    >>> enc = AudioViT(make_stem(True, embed_dim=32, num_modes=4), 32, 1, 4, max_frames=64)
+    >>> teacher = MaskedTeacher(enc, teacher_input="masked")
+    >>> _, masked = multi_mask(2, 20, 3, 0.7)
+    >>> teacher(torch.randn(2, 64, 80), masked).shape
+    torch.Size([6, 14, 32])
+    """
+
+    def __init__(self, student, teacher_input="masked", target_layers=1):
+        if teacher_input not in TEACHER_INPUTS:
+            raise ValueError(
+                f"teacher_input must be one of {TEACHER_INPUTS}, got {teacher_input!r}"
+            )
+        depth = getattr(unwrap_module(student), "depth", None)
+        if int(target_layers) < 1 or (depth is not None and int(target_layers) > depth):
+            raise ValueError(
+                f"target_layers must be in [1, {depth}], got {target_layers}"
+            )
+        super().__init__(student)
+        self.teacher_input = teacher_input
+        self.target_layers = int(target_layers)
+
+    def forward(self, feats, masked):
+        """Targets ``[B*M, Nm, D]`` for the ``[B, M, Nm]`` masked indices.
+
+        Arguments
+        ---------
+        feats : torch.Tensor
+            ``[B, T, F]`` normalised log-mel.
+        masked : torch.Tensor
+            ``[B, M, Nm]`` masked token indices per view.
+
+        Returns
+        -------
+        torch.Tensor
+            Layer-normalised teacher features at the masked positions.
+        """
+        with torch.no_grad():
+            return masked_targets(
+                self.module, feats, masked, self.teacher_input, self.target_layers
+            )
 
 
 class EMASchedule:

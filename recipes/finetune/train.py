@@ -56,6 +56,7 @@ from aasp_sb.brains.finetune import (
 from aasp_sb.data.folder import read_csv
 from aasp_sb.data.pipeline import labelled_dataset, read_classes
 from aasp_sb.data.tasks import Split, TaskInfo, get_task
+from aasp_sb.distributed import finish_distributed
 from aasp_sb.evaluation.metrics import format_mean_ci, mean_ci95
 from aasp_sb.pretrained import (
     PretrainedParts,
@@ -534,3 +535,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+    finish_distributed()

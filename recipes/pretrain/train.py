@@ -33,6 +33,7 @@ from aasp_sb.data.audioset import prepare_audioset
 from aasp_sb.data.folder import prepare_audio_folder
 from aasp_sb.data.pipeline import pretrain_dataset
 from aasp_sb.data.shards import LogMelShardDataset
+from aasp_sb.distributed import finish_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -193,3 +194,4 @@ def main(argv):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+    finish_distributed()
