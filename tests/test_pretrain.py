@@ -121,6 +121,50 @@ def test_bad_configuration_fails_before_training(key, value, match):
         check_pretrain_hparams(hp)
 
 
+def test_speechbrain_compile_reaches_the_teacher(audio_folder, tmp_path):
+    """``--compile`` (SpeechBrain's run option) compiles the teacher's target pass.
+
+    Only the teacher is compiled here (``--compile_module_keys``): the
+    student's forward + backward graphs take minutes to build on 2 CPU cores.
+    """
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    recipe = load_recipe()
+    out = tmp_path / "run"
+    args = recipe_args(audio_folder, out, number_of_epochs=1)
+    brain = recipe.main(args + ["--compile", "--compile_module_keys=teacher"])
+    assert hasattr(brain.modules.teacher, "_orig_mod")  # wrapped by torch.compile
+    assert not hasattr(brain.modules.student, "_orig_mod")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert brain.optimizer_step > 0
+    # the compiled teacher follows the EMA and gives the eager result
+    feats = torch.randn(2, 64, 80)
+    from aasp_sb.masking import multi_mask
+
+    _, masked = multi_mask(2, 20, 2, 0.7, generator=torch.Generator().manual_seed(0))
+    eager = brain.modules.teacher._orig_mod(feats, masked)
+    torch.testing.assert_close(brain.modules.teacher(feats, masked), eager)
+    torch._dynamo.reset()
+
+
+def test_bf16_autocast_pretraining_on_cpu(audio_folder, tmp_path):
+    """The bf16 autocast path (the CUDA default) trains: finite losses, no skipped step."""
+    import math
+
+    recipe = load_recipe()
+    out = tmp_path / "run"
+    brain = recipe.main(recipe_args(audio_folder, out, number_of_epochs=1) + ["--precision=bf16"])
+    assert brain.precision == "bf16" and brain.optimizer_step > 0
+    assert brain.training_ctx.context.fast_dtype == torch.bfloat16  # autocast really on
+    assert brain.skipped_steps == 0
+    steps = read_jsonl(out / "metrics.jsonl")
+    assert steps and all(math.isfinite(s["loss"]) for s in steps)
+    # parameters stay fp32 (autocast casts per op, the master weights do not change dtype)
+    assert all(p.dtype == torch.float32 for p in brain.modules.student.parameters())
+
+
 def test_teacher_built_with_other_keys_is_refused():
     from aasp_sb.lobes.aape import make_stem
     from aasp_sb.lobes.encoder import AudioViT
