@@ -1,4 +1,4 @@
-"""Training-time augmentation for fine-tuning: SpecAugment-style masking and mixup.
+"""Training-time augmentation for fine-tuning: SpecAugment, random resize crop, mixup.
 
 :class:`SpecAugment` masks bands of mel bins and spans of frames of a
 normalised log-mel ``[B, T, F]``. SpeechBrain 1.1.2's
@@ -9,6 +9,12 @@ fewer bins than stated are masked, and ignores relative lengths (time masks
 land in padding). Here every clip gets exactly ``num_*_masks`` bands, each
 inside the clip's real frames, and the input is left untouched.
 
+:class:`RandomResizeCrop` is BYOL-A's random resize crop, which M2D's
+fine-tuning commands switch on (``--rrc True``): a random area of a zero
+canvas 1.5x the input's length (input centred) is resized back to the input
+size, so content is stretched / squeezed in time and frequency and shifted.
+It is batched here (one ``grid_sample`` for the batch, bicubic).
+
 :class:`Mixup` mixes clips and their (multi-hot or one-hot) targets with the
 same per-clip weight ``lambda ~ Beta(alpha, alpha)``; the fine-tuning Brain
 applies it to waveforms (before the log-mel, as AST/M2D-style recipes do).
@@ -17,6 +23,7 @@ applies it to waveforms (before the log-mel, as AST/M2D-style recipes do).
 from typing import NamedTuple, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aasp_sb.features import frame_lengths
@@ -262,6 +269,148 @@ class SpecAugment(nn.Module):
         if return_masks:
             return out, (freq_mask, time_mask)
         return out
+
+
+class RandomResizeCrop(nn.Module):
+    """Random resize crop of ``[B, T, F]`` features (BYOL-A / M2D fine-tuning).
+
+    Per clip: the input sits in the centre of a zero canvas of
+    ``virtual_crop_scale`` times its size; an area of ``time_scale`` x
+    ``freq_scale`` times the input size (uniform draws, clipped to the
+    canvas) is taken at a uniform position and resized back to ``[T, F]``
+    with bicubic interpolation (corners aligned). Zero is the dataset mean
+    after :class:`~aasp_sb.features.Normalize`. Only active in training
+    mode (or with ``force=True``); padding frames are treated as content, as
+    in M2D's fixed-length crops.
+
+    Arguments
+    ---------
+    virtual_crop_scale : tuple of float
+        Canvas size relative to the input, ``(time, freq)``; each >= 1.
+    time_scale : tuple of float
+        ``(min, max)`` crop length relative to the input's frames (max >= 1).
+    freq_scale : tuple of float
+        ``(min, max)`` crop height relative to the mel bins (max >= 1).
+    mode : str
+        ``grid_sample`` interpolation: ``"bicubic"`` (BYOL-A) or ``"bilinear"``.
+
+    Example
+    -------
+    >>> x = torch.randn(2, 100, 80)
+    >>> same = RandomResizeCrop((1.0, 1.0), (1.0, 1.0), (1.0, 1.0))
+    >>> torch.allclose(same(x), x, atol=1e-4)   # whole input, no resize
+    True
+    >>> rrc = RandomResizeCrop()
+    >>> rrc(x, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 100, 80])
+    >>> rrc.eval()(x) is x
+    True
+    """
+
+    def __init__(
+        self,
+        virtual_crop_scale=(1.5, 1.0),
+        time_scale=(0.6, 1.5),
+        freq_scale=(0.6, 1.5),
+        mode="bicubic",
+    ):
+        super().__init__()
+        self.virtual_crop_scale = tuple(float(v) for v in virtual_crop_scale)
+        self.time_scale = tuple(float(v) for v in time_scale)
+        self.freq_scale = tuple(float(v) for v in freq_scale)
+        if len(self.virtual_crop_scale) != 2 or min(self.virtual_crop_scale) < 1.0:
+            raise ValueError(
+                f"virtual_crop_scale must be (time, freq), each >= 1, got {virtual_crop_scale}"
+            )
+        for name, (lo, hi) in (
+            ("time_scale", self.time_scale),
+            ("freq_scale", self.freq_scale),
+        ):
+            if not 0.0 < lo <= hi or hi < 1.0:
+                raise ValueError(
+                    f"{name} must be (min, max) with 0 < min <= max and max >= 1, "
+                    f"got {(lo, hi)}"
+                )
+        if mode not in ("bicubic", "bilinear"):
+            raise ValueError(f"mode must be 'bicubic' or 'bilinear', got {mode!r}")
+        self.mode = mode
+
+    def sample_boxes(self, batch, size, generator=None):
+        """Crop boxes on the canvas, in input coordinates.
+
+        Arguments
+        ---------
+        batch : int
+            Number of clips.
+        size : tuple of int
+            ``(T, F)`` of the input.
+        generator : torch.Generator, optional
+            Random source.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, 2, 2]``: per clip and axis (time, freq) the first and last
+            sampled input coordinate (may lie outside ``[0, size - 1]``).
+        """
+        boxes = []
+        for n, canvas_scale, (lo, hi) in zip(
+            size, self.virtual_crop_scale, (self.time_scale, self.freq_scale)
+        ):
+            canvas = int(n * canvas_scale)
+            u = torch.rand(batch, 2, generator=generator, dtype=torch.float64)
+            length = (lo + (hi - lo) * u[:, 0]) * n
+            length = length.floor().clamp(1, canvas)
+            start = (u[:, 1] * (canvas - length + 1)).floor()  # integer offsets
+            start = start - (canvas - n) // 2  # canvas -> input coordinates
+            boxes.append(torch.stack([start, start + length - 1], dim=-1))
+        return torch.stack(boxes, dim=1).float()
+
+    def forward(self, x, lengths=None, generator=None, force=False):
+        """Crops and resizes every clip of ``x`` (a new tensor).
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[B, T, F]`` features.
+        lengths : torch.Tensor, optional
+            Accepted for a common augmentation signature; not used.
+        generator : torch.Generator, optional
+            Random source.
+        force : bool
+            Apply even in eval mode.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, T, F]`` (``x`` itself when inactive).
+        """
+        del lengths
+        if not (self.training or force):
+            return x
+        B, T, Fb = x.shape
+        box = self.sample_boxes(B, (T, Fb), generator).to(x.device)
+
+        def axis(n, lo_hi):
+            # output index k -> input coordinate first + k (last - first) / (n - 1),
+            # then to grid_sample's [-1, 1] (align_corners=True)
+            steps = torch.linspace(0.0, 1.0, n, device=x.device)
+            coord = lo_hi[:, :1] + steps * (lo_hi[:, 1:] - lo_hi[:, :1])
+            return 2.0 * coord / max(n - 1, 1) - 1.0
+
+        t = axis(T, box[:, 0])  # [B, T]
+        f = axis(Fb, box[:, 1])  # [B, F]
+        grid = torch.stack(
+            [f.unsqueeze(1).expand(B, T, Fb), t.unsqueeze(2).expand(B, T, Fb)], dim=-1
+        )  # grid_sample's (x, y) = (width = F, height = T)
+        out = F.grid_sample(
+            x.float().unsqueeze(1),
+            grid,
+            mode=self.mode,
+            padding_mode="zeros",
+            align_corners=True,
+        )
+        return out.squeeze(1).to(x.dtype)
 
 
 class MixupOutput(NamedTuple):

@@ -118,3 +118,59 @@ def test_mixup_is_off_in_eval_mode_or_with_alpha_zero():
         out = mix(x, y)
         assert out.inputs is x and torch.equal(out.targets, y)
         assert torch.equal(out.lam, torch.ones(4))
+
+
+# ------------------------------------------------------------ random resize crop
+def test_rrc_whole_input_is_identity_and_eval_is_noop():
+    from aasp_sb.augment import RandomResizeCrop
+
+    x = torch.randn(3, 40, 16)
+    same = RandomResizeCrop((1.0, 1.0), (1.0, 1.0), (1.0, 1.0))
+    torch.testing.assert_close(same(x), x, atol=1e-4, rtol=0)
+    assert RandomResizeCrop().eval()(x) is x
+
+
+def test_rrc_same_size_crop_is_an_integer_time_shift():
+    """A crop as long as the input, on the 1.5x canvas, shifts it by whole frames."""
+    from aasp_sb.augment import RandomResizeCrop
+
+    T, F_ = 40, 8
+    x = torch.arange(1, T + 1, dtype=torch.float).view(1, T, 1).expand(6, T, F_).contiguous()
+    rrc = RandomResizeCrop((1.5, 1.0), (1.0, 1.0), (1.0, 1.0), mode="bilinear")
+    y = rrc(x, generator=torch.Generator().manual_seed(3))
+    shifts = set()
+    for b in range(6):
+        rows = y[b, :, 0]
+        real = rows.abs() > 1e-3
+        assert real.any() and torch.allclose(y[b], rows.view(T, 1).expand(T, F_), atol=1e-4)
+        k = torch.nonzero(real)[0].item()
+        shift = rows[k].round().item() - 1 - k  # output row k shows input row k + shift
+        assert torch.allclose(rows[real], torch.arange(T)[real].float() + 1 + shift, atol=1e-3)
+        assert abs(shift) <= T // 4  # the canvas adds T/4 of zeros on each side
+        shifts.add(shift)
+    assert len(shifts) > 1  # drawn per clip
+
+
+def test_rrc_zoom_out_pads_with_zeros_and_keeps_the_middle():
+    from aasp_sb.augment import RandomResizeCrop
+
+    x = torch.ones(2, 60, 20)
+    rrc = RandomResizeCrop((1.5, 1.0), (1.5, 1.5), (1.0, 1.0), mode="bilinear")
+    y = rrc(x, generator=torch.Generator().manual_seed(0))
+    # the whole 1.5x canvas squeezed into 60 frames: ~10 zero frames each side
+    assert y[:, :8].abs().max() < 1e-4 and y[:, -8:].abs().max() < 1e-4
+    torch.testing.assert_close(y[:, 15:45], torch.ones(2, 30, 20))
+
+
+def test_rrc_reproducible_with_generator_and_validates_arguments():
+    from aasp_sb.augment import RandomResizeCrop
+
+    x = torch.randn(4, 50, 80)
+    rrc = RandomResizeCrop()
+    a = rrc(x, generator=torch.Generator().manual_seed(7))
+    b = rrc(x, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and not torch.allclose(a, x)
+    with pytest.raises(ValueError, match="time_scale"):
+        RandomResizeCrop(time_scale=(0.6, 0.9))
+    with pytest.raises(ValueError, match="virtual_crop_scale"):
+        RandomResizeCrop(virtual_crop_scale=(0.5, 1.0))

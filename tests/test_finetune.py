@@ -10,6 +10,7 @@ import pytest
 import speechbrain as sb
 import task_fixtures as fx
 import torch
+import yaml
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.epoch_loop import EpochCounter
 from torch.utils.data import DataLoader
@@ -589,3 +590,31 @@ def test_hparams_checks_name_the_key():
         check_finetune_hparams({"token_drop": 1.0})
     with pytest.raises(ValueError, match="pooling"):
         check_finetune_hparams({"pooling": "max"})
+    with pytest.raises(ValueError, match="rrc"):
+        check_finetune_hparams({"rrc": True, "modules": {"encoder": None}})
+
+
+def test_m2d_tagged_configs_follow_the_published_commands():
+    """Values of M2D's util/ft-*.sh commands (EVAR finetune.py defaults: SGD, momentum 0.9)."""
+    expected = {
+        "esc50": dict(lr=0.01, freq_mask_width=15, time_mask_width=48, token_drop=0.5,
+                      mixup_alpha=0.0, rrc=True, freeze_stem=True, batch_size=128),
+        "as20k": dict(lr=0.5, freq_mask_width=30, time_mask_width=192, token_drop=0.5,
+                      mixup_alpha=0.3, rrc=True, freeze_stem=False, batch_size=64),
+        "spcv2": dict(lr=0.0142857, freq_mask_width=30, time_mask_width=48, token_drop=0.5,
+                      mixup_alpha=0.3, rrc=True, freeze_stem=False, batch_size=128),
+        "vc1": dict(lr=0.0005, freq_mask_width=30, time_mask_width=48, token_drop=0.0,
+                    mixup_alpha=0.0, rrc=False, freeze_stem=False, batch_size=64,
+                    number_of_epochs=50),
+    }
+    for name, values in expected.items():
+        text = (HPARAMS / f"{name}.yaml").read_text()
+        plain = yaml.safe_load("\n".join(  # top-level plain keys only
+            line for line in text.splitlines()
+            if line[:1].isalpha() and "!" not in line.split("#")[0]
+        ))
+        for key, value in values.items():
+            assert plain[key] == value, (name, key, plain[key])
+        assert plain["layer_decay"] is None and plain["warmup_epochs"] == 5
+        optimiser = "torch.optim.AdamW" if name == "vc1" else "torch.optim.SGD"
+        assert f"opt_class: !name:{optimiser}" in text, name

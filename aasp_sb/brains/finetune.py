@@ -12,7 +12,8 @@ BCE-with-logits and mAP (:class:`~aasp_sb.evaluation.metrics.MultiLabelStats`).
 
 Training-time regularisation: mixup of waveforms and targets
 (:class:`~aasp_sb.augment.Mixup`, ``mixup_alpha > 0``), SpecAugment-style
-masking of the log-mel (:class:`~aasp_sb.augment.SpecAugment`), stochastic
+masking of the log-mel (:class:`~aasp_sb.augment.SpecAugment`), random
+resize crop (:class:`~aasp_sb.augment.RandomResizeCrop`, ``rrc: True``), stochastic
 depth (the encoder's ``drop_path``), optional random token dropping
 (``token_drop``, M2D's "training mask"), layer-wise lr decay, warm-up + cosine
 schedule. ``freeze_stem`` keeps the patch stem (plain or AaPE) fixed and in eval
@@ -306,6 +307,11 @@ def check_finetune_hparams(hparams):
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if drop > 0 and pooling != "tokens":
         raise ValueError("token_drop > 0 needs pooling: tokens")
+    if get("rrc", False) and "rrc" not in (get("modules") or {}):
+        raise ValueError(
+            "rrc: True needs an `rrc` entry in `modules` "
+            "(!new:aasp_sb.augment.RandomResizeCrop)"
+        )
     decay = get("layer_decay")
     if decay is not None and not 0.0 < float(decay) <= 1.0:
         raise ValueError(f"layer_decay must be in (0, 1] or null, got {decay}")
@@ -545,6 +551,8 @@ class FinetuneBrain(ScheduledBrain):
         feats = self.modules.compute_features(wavs)
         if train and "augment" in self.modules:
             feats = self.modules.augment(feats, lengths)
+        if train and getattr(hp, "rrc", False):  # after SpecAugment, as M2D
+            feats = self.modules.rrc(feats, lengths)
         out["pooled"] = self.embed(feats, lengths, stage)
         out["logits"] = self.modules.head(out["pooled"])
         return out
