@@ -67,7 +67,12 @@ def find_hparams(path):
 
 
 def find_weights(path, which="student"):
-    """Resolves the weights file for ``path``: newest checkpoint of a run by default.
+    """Resolves the weights file for ``path``.
+
+    In a run folder: the checkpoint with the highest ``metric`` (fine-tuning
+    runs keep their best-on-validation one under that key, the checkpoint
+    :class:`~aasp_sb.classify.AudioClassifier` loads), otherwise the newest
+    (pre-training runs).
 
     Arguments
     ---------
@@ -90,7 +95,9 @@ def find_weights(path, which="student"):
         return path / fname
     for save in (path / "save", path):
         if save.is_dir():
-            ckpt = Checkpointer(save).find_checkpoint()
+            finder = Checkpointer(save)
+            # fine-tuning runs: best on validation (as AudioClassifier); else newest
+            ckpt = finder.find_checkpoint(max_key="metric") or finder.find_checkpoint()
             if ckpt is not None and (ckpt.path / fname).exists():
                 return ckpt.path / fname
     raise FileNotFoundError(f"No {fname} checkpoint found under {path}")

@@ -181,3 +181,27 @@ def test_cuda_bf16_close_to_fp32(run):
     assert torch.allclose(fp32, ref, atol=1e-3)
     cos = torch.nn.functional.cosine_similarity(bf16.cpu(), ref)
     assert (cos > 0.99).all()
+
+
+def test_find_weights_prefers_the_best_metric_then_the_newest(tmp_path):
+    """A fine-tuning run with several checkpoints serves its best one, as the classifier."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    from aasp_sb.pretrained import find_weights
+
+    lin = torch.nn.Linear(2, 2)
+    run = tmp_path / "ft"
+    saver = Checkpointer(run / "save", recoverables={"encoder": lin})
+    for metric in (0.5, 0.9, 0.7):  # the best is neither the first nor the newest
+        with torch.no_grad():
+            lin.weight.fill_(metric)
+        saver.save_checkpoint(meta={"metric": metric})
+    best = torch.load(find_weights(run), weights_only=True)
+    assert torch.all(best["weight"] == 0.9)
+    pre = tmp_path / "pre"  # no metric in the meta: the newest
+    saver = Checkpointer(pre / "save", recoverables={"encoder": lin})
+    for value in (1.0, 2.0):
+        with torch.no_grad():
+            lin.weight.fill_(value)
+        saver.save_checkpoint(meta={"loss": value})
+    assert torch.all(torch.load(find_weights(pre), weights_only=True)["weight"] == 2.0)
