@@ -432,6 +432,11 @@ def test_as20k_segment_parsing(tmp_path):
     assert ytid_keys("Y--PJHxphWEs") == [("--PJHxphWEs", 0)]
     assert ytid_keys("--PJHxphWEs_30000") == [("--PJHxphWEs", 1)]
     assert ytid_keys("short") == []
+    bad = fx.write_text(tmp_path / "bad.csv", "# c\nabcdefghijk, zero, 10.0, /m/04rlf\n")
+    from aasp_sb.data.tasks.base import LayoutError
+
+    with pytest.raises(LayoutError, match=r"AudioSet-20K: .*bad.csv, line 2"):
+        read_segments(bad)
 
 
 # VoxCeleb1 ----------------------------------------------------------------

@@ -24,9 +24,10 @@ train set (there is no official validation set).
 
 from __future__ import annotations
 
-import csv
 from dataclasses import replace
 from pathlib import Path
+
+from aasp_sb.data.audioset import parse_segments_csv
 
 from .base import (
     Item,
@@ -87,27 +88,15 @@ def read_segments(path, dataset=DATASET):
     >>> read_segments(p)
     [('--4gqARaEJE', 0.0, ('/m/a', '/m/b'))]
     """
+    try:
+        segments = parse_segments_csv(path)
+    except ValueError as err:  # the message names the file and line
+        raise LayoutError(f"{dataset}: {err}") from err
     rows, seen = [], set()
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            fields = next(csv.reader([line], skipinitialspace=True))
-            try:
-                if len(fields) < 4:
-                    raise IndexError("too few fields")
-                ytid, start = fields[0].strip(), float(fields[1])
-                # unquoted label lists arrive split over several fields
-                mids = ",".join(fields[3:]).split(",")
-            except (IndexError, ValueError) as err:
-                raise LayoutError(
-                    f"{dataset}: {Path(path).name} line {lineno} is not "
-                    f'"YTID, start_seconds, end_seconds, "labels"": {line.strip()}'
-                ) from err
-            mids = tuple(dict.fromkeys(m.strip() for m in mids if m.strip()))
-            if ytid and ytid not in seen:
-                seen.add(ytid)
-                rows.append((ytid, start, mids))
+    for seg in segments:
+        if seg["ytid"] and seg["ytid"] not in seen:
+            seen.add(seg["ytid"])
+            rows.append((seg["ytid"], seg["start"], tuple(dict.fromkeys(seg["labels"]))))
     return rows
 
 
