@@ -279,6 +279,31 @@ def test_pretrained_weights_are_loaded_and_frozen_encoder_kept(
     assert res["pretrained_path"] == str(pretrained_run.run)
 
 
+def test_pretrained_parts_transfer_only_the_chosen_part(pretrained_run, tmp_path):
+    """``pretrained_parts: stem`` / ``blocks``: that part from the run, the rest as random init."""
+    def frozen_run(name, **keys):
+        load_recipe().main(finetune_args(
+            "demo", pretrained_run.corpus, tmp_path / name, model=False,
+            freeze_encoder=True, **keys,
+        ))
+        res = read_json(tmp_path / name / "results.json")
+        return safe_torch_load(pathlib.Path(res["checkpoint"]) / "encoder.ckpt")
+
+    pre = safe_torch_load(find_weights(pretrained_run.run))
+    rnd = frozen_run("random", model_hparams=pretrained_run.run)
+    stem = frozen_run("stem", pretrained_path=pretrained_run.run, pretrained_parts="stem")
+    blocks = frozen_run("blocks", pretrained_path=pretrained_run.run, pretrained_parts="blocks")
+    differ = [k for k in pre if not torch.equal(pre[k], rnd[k])]
+    assert any(k.startswith("stem.") for k in differ)
+    assert any(k.startswith("blocks.") for k in differ)
+    for k in pre:
+        in_stem = k.startswith("stem.")
+        assert torch.equal(stem[k], pre[k] if in_stem else rnd[k]), k
+        assert torch.equal(blocks[k], rnd[k] if in_stem else pre[k]), k
+    with pytest.raises(ValueError, match="pretrained_parts"):
+        check_finetune_hparams({"pretrained_parts": "head"})
+
+
 def test_model_keys_contradicting_the_run_are_refused(pretrained_run, tmp_path):
     with pytest.raises(ValueError, match="contradict the pre-trained model"):
         load_recipe().main(

@@ -312,6 +312,11 @@ def check_finetune_hparams(hparams):
             "rrc: True needs an `rrc` entry in `modules` "
             "(!new:aasp_sb.augment.RandomResizeCrop)"
         )
+    if get("pretrained_parts", "all") not in PRETRAINED_PARTS:
+        raise ValueError(
+            f"pretrained_parts must be one of {PRETRAINED_PARTS}, "
+            f"got {hparams['pretrained_parts']!r}"
+        )
     decay = get("layer_decay")
     if decay is not None and not 0.0 < float(decay) <= 1.0:
         raise ValueError(f"layer_decay must be in (0, 1] or null, got {decay}")
@@ -420,6 +425,50 @@ def check_same_model(
         encoder.load_state_dict(own)
         for m, mode in modes:
             m.train(mode)
+
+
+PRETRAINED_PARTS = ("all", "stem", "blocks")
+
+
+def select_pretrained_parts(pretrained, fresh, parts="all"):
+    """An encoder state with pre-trained tensors for ``parts`` and fresh ones elsewhere.
+
+    Arguments
+    ---------
+    pretrained : dict
+        The pre-trained encoder's ``state_dict``.
+    fresh : dict
+        A freshly initialised encoder's ``state_dict`` (same architecture).
+    parts : str
+        ``"all"``; ``"stem"``: only the patch stem (AaPE or convolution,
+        keys ``stem.*``) is transferred; ``"blocks"``: everything but the stem
+        (transformer blocks and final norm).
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> pre = {"stem.w": torch.ones(1), "blocks.0.w": torch.ones(1)}
+    >>> new = {"stem.w": torch.zeros(1), "blocks.0.w": torch.zeros(1)}
+    >>> select_pretrained_parts(pre, new, "stem")
+    {'stem.w': tensor([1.]), 'blocks.0.w': tensor([0.])}
+    """
+    if parts not in PRETRAINED_PARTS:
+        raise ValueError(
+            f"pretrained_parts must be one of {PRETRAINED_PARTS}, got {parts!r}"
+        )
+    if parts == "all":
+        return dict(pretrained)
+    missing = set(pretrained) ^ set(fresh)
+    if missing:
+        raise ValueError(f"pre-trained and fresh encoders differ in keys {sorted(missing)[:5]}")
+    want_stem = parts == "stem"
+    return {
+        k: (pretrained[k] if k.startswith("stem.") == want_stem else fresh[k])
+        for k in pretrained
+    }
 
 
 # ---------------------------------------------------------------------- brain

@@ -52,6 +52,7 @@ from aasp_sb.brains.finetune import (
     architecture_overrides,
     check_finetune_hparams,
     check_same_model,
+    select_pretrained_parts,
 )
 from aasp_sb.data.folder import read_csv
 from aasp_sb.data.pipeline import labelled_dataset, read_classes
@@ -343,11 +344,12 @@ def run_split(ctx, split):
             )
             ctx["checked"] = True
         if ctx["has_weights"]:
-            load_state(
-                hparams["encoder"],
+            state = select_pretrained_parts(
                 reference.encoder.state_dict(),
-                reference.checkpoint,
+                hparams["encoder"].state_dict(),  # the YAML's seeded random init
+                hparams.get("pretrained_parts", "all"),
             )
+            load_state(hparams["encoder"], state, reference.checkpoint)
     hparams.update(
         multilabel=info.multilabel,
         classes=ctx["classes"],
