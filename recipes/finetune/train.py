@@ -24,6 +24,8 @@ With ``pretrained_path`` the model keys (``embed_dim``, ``depth``,
 ``use_aape``, ...) are taken from the pre-training run, the weights of its
 student (or ``pretrained_which: teacher``) encoder are loaded, and the model
 the YAML builds is checked to compute exactly what the run's does.
+``pretrained_parts: stem`` (or ``blocks``) transfers only the patch stem (or
+everything but it) and keeps the YAML's seeded random init elsewhere.
 
 Cross-validation tasks (ESC-50, US8K) run every fold (or ``--folds``), each in
 ``<output_folder>/<fold>/`` with a fresh model; single-split tasks run in
