@@ -1,7 +1,8 @@
 """Helpers to run the pre-training recipe on tiny settings inside tests."""
 
-import importlib.util
 import pathlib
+
+from aasp_sb.recipe_import import import_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ROOT / "hparams" / "aasp_tiny.yaml"
@@ -23,12 +24,7 @@ TINY_OVERRIDES = {
 
 def load_recipe():
     """Imports recipes/pretrain/train.py as a module."""
-    spec = importlib.util.spec_from_file_location(
-        "aasp_pretrain_recipe", ROOT / "recipes" / "pretrain" / "train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_recipe(ROOT / "recipes" / "pretrain" / "train.py", "aasp_pretrain_recipe")
 
 
 def recipe_args(data_folder, output_folder, **overrides):

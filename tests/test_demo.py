@@ -1,14 +1,12 @@
 """`make demo`'s script runs end to end (shrunk: few clips, one epoch, one probe seed)."""
 
-import importlib.util
-
 from pretrain_utils import ROOT
+
+from aasp_sb.recipe_import import import_recipe
 
 
 def test_demo_script_writes_results_table(tmp_path):
-    spec = importlib.util.spec_from_file_location("run_demo", ROOT / "recipes" / "demo" / "run_demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = import_recipe(ROOT / "recipes" / "demo" / "run_demo.py", "run_demo")
     scores = demo.main([
         f"--output_folder={tmp_path}", "--epochs=1", "--per_class=5", "--seeds=1",
         "--skip_ablation",

@@ -1,7 +1,6 @@
 """Fine-tuning: every recipe config end to end, the Brain's metric, freezing, lr scales."""
 
 import csv
-import importlib.util
 import json
 import pathlib
 from types import SimpleNamespace
@@ -28,6 +27,7 @@ from aasp_sb.features import Features
 from aasp_sb.lobes.aape import make_stem
 from aasp_sb.lobes.encoder import AudioViT
 from aasp_sb.pretrained import find_weights
+from aasp_sb.recipe_import import import_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HPARAMS = ROOT / "hparams" / "finetune"
@@ -55,10 +55,7 @@ TINY_TRAINING = {
 # ------------------------------------------------------------------ helpers
 def load_module(relpath, name):
     """Imports a recipe script as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_recipe(ROOT / relpath, name)
 
 
 def load_recipe():

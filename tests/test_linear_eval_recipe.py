@@ -1,7 +1,6 @@
 """Linear evaluation end to end: CSV tasks, the ESC-50 layout, the recipe, caching."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from task_fixtures import make_esc50, write_corrupt
 import aasp_sb.evaluation.linear_eval as le
 from aasp_sb.data.demo import make_demo_corpus
 from aasp_sb.inference import AaSPEncoder
+from aasp_sb.recipe_import import import_recipe
 
 SR = 16000
 RECIPE = ROOT / "recipes" / "linear_eval" / "evaluate.py"
@@ -67,10 +67,7 @@ def make_toy_corpus(root, per_split=(6, 2, 2)):
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("le_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_recipe(RECIPE, "le_recipe")
 
 
 def test_csv_task_end_to_end_and_cache(model, tmp_path, monkeypatch):

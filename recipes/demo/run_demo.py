@@ -21,12 +21,13 @@ cached embeddings).
 """
 
 import argparse
-import importlib.util
 import json
 import logging
 import pathlib
 import sys
 import time
+
+from aasp_sb.recipe_import import import_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TINY = ROOT / "hparams" / "aasp_tiny.yaml"
@@ -36,12 +37,7 @@ logger = logging.getLogger("aasp_demo")
 
 def load_pretrain_recipe():
     """Imports recipes/pretrain/train.py."""
-    spec = importlib.util.spec_from_file_location(
-        "aasp_pretrain_recipe", ROOT / "recipes" / "pretrain" / "train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_recipe(ROOT / "recipes" / "pretrain" / "train.py", "aasp_pretrain_recipe")
 
 
 def pretrain(corpus, out, epochs, extra):
@@ -177,11 +173,7 @@ def main(argv=None):
 
 def finetune_comparison(run, corpus_folder, out):
     """Fine-tunes from the pre-trained run and from random init; returns table lines."""
-    spec = importlib.util.spec_from_file_location(
-        "aasp_compare_init", ROOT / "recipes" / "finetune" / "compare_init.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_recipe(ROOT / "recipes" / "finetune" / "compare_init.py", "aasp_compare_init")
     module.main([f"--pretrained_path={run}", f"--corpus={corpus_folder}",
                  f"--output_folder={out}", "--device=cpu"])
     with open(pathlib.Path(out) / "compare.json", encoding="utf-8") as f:

@@ -18,24 +18,16 @@ Any further ``--key=value`` is passed to both fine-tuning runs (e.g.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
 import sys
 
+from aasp_sb.recipe_import import import_recipe
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DEFAULT_HPARAMS = ROOT / "hparams" / "finetune" / "demo.yaml"
-
-
-def _load_train_module():
-    spec = importlib.util.spec_from_file_location(
-        "aasp_finetune_recipe", HERE / "train.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def compare_init(
@@ -67,7 +59,7 @@ def compare_init(
         summary as returned by the recipe's ``main`` (``mean`` is the test
         metric of the single split).
     """
-    train = _load_train_module()
+    train = import_recipe(HERE / "train.py", "aasp_finetune_recipe")
     common = [str(hparams_file), f"--data_folder={corpus}", *extra_args]
     runs = {
         "pretrained": [f"--pretrained_path={pretrained_path}"],
