@@ -73,6 +73,7 @@ INFO_KEYS = (
     "crop_frames",
     "aape_modes",
     "aape_fusion",
+    "aape_gate_init",
 )
 INFERENCE_TAIL = """
 modules:

@@ -57,8 +57,8 @@ def make_run(folder, overrides=None, seed=0, gate=0.5):
     seed : int
         Weight initialisation seed.
     gate : float
-        Value of the AaPE fusion gate (0 at initialisation, which would hide
-        the alias branch from the tests).
+        Value of the AaPE fusion gate (fixed here so the fixture does not
+        depend on the default ``gate_init``; 0 would hide the alias branch).
 
     Returns
     -------

@@ -5,7 +5,7 @@ import torch
 
 from aasp_sb.lobes.aape import AaPE, make_stem
 from aasp_sb.lobes.encoder import AudioViT
-from aasp_sb.lobes.patch import PatchEmbed
+from aasp_sb.lobes.patch import PatchEmbed, prepare_frames
 
 
 def modulated_logmel(num_frames, hz=12.0, frame_rate=100.0, n_mels=80, seed=0):
@@ -85,15 +85,17 @@ def test_gradients_reach_alpha_omega_gate_and_standard_branch():
     assert stem.mode_map.grad.abs().sum() > 0
 
 
-def test_gate_receives_gradient_at_init():
-    stem = AaPE(n_mels=80, patch_size=16, embed_dim=32, num_modes=4)
+def test_gate_receives_gradient_from_zero_init():
+    stem = AaPE(n_mels=80, patch_size=16, embed_dim=32, num_modes=4, gate_init=0.0)
     stem(torch.randn(2, 64, 80)).pow(2).mean().backward()
     assert stem.gate.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("fusion", ["gated_add", "concat"])
-def test_aape_at_init_equals_plain_stem(fusion):
-    aape = AaPE(n_mels=80, patch_size=16, embed_dim=32, num_modes=4, fusion=fusion)
+def test_aape_with_zero_gate_init_equals_plain_stem(fusion):
+    aape = AaPE(
+        n_mels=80, patch_size=16, embed_dim=32, num_modes=4, fusion=fusion, gate_init=0.0
+    )
     plain = PatchEmbed(n_mels=80, patch_size=16, embed_dim=32)
     plain.load_state_dict({"proj.weight": aape.proj.weight, "proj.bias": aape.proj.bias})
     x = torch.randn(2, 70, 80)
@@ -103,6 +105,26 @@ def test_aape_at_init_equals_plain_stem(fusion):
         assert torch.equal(a, p)
     else:
         assert torch.allclose(a, p, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion", ["gated_add", "concat"])
+@pytest.mark.parametrize("gate_init", [1.0, 0.25])
+def test_gate_init_weights_alias_tokens_at_init(fusion, gate_init):
+    torch.manual_seed(0)
+    aape = AaPE(
+        n_mels=80, patch_size=16, embed_dim=32, num_modes=4, fusion=fusion,
+        gate_init=gate_init,
+    )
+    x = torch.randn(2, 64, 80)
+    prepared, valid = prepare_frames(x, None, 16)
+    std = aape.patchify(prepared)
+    aa = aape.alias_tokens(aape.envelope_features(prepared, valid)[0])
+    assert aa.abs().mean() > 0.1  # the branch really contributes
+    assert torch.allclose(aape(x), std + gate_init * aa, atol=1e-5)
+
+
+def test_default_gate_init_opens_the_alias_branch():
+    assert AaPE(n_mels=80, patch_size=16, embed_dim=8, num_modes=2).gate.eq(1.0).all()
 
 
 def test_last_lambda_exposes_estimates_in_band():

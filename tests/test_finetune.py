@@ -355,7 +355,7 @@ def test_check_same_model_catches_an_option_the_yaml_does_not_mirror():
         return AudioViT(stem, 32, depth=1, num_heads=2, max_frames=64)
 
     ref = PretrainedParts(Features(), encoder(alpha_min=0.02), {}, None)
-    with torch.no_grad():  # a trained AaPE: its branch is open (gate 0 at init)
+    with torch.no_grad():  # the alias branch open, whatever the default gate_init
         ref.encoder.stem.gate.fill_(1.0)
     same = encoder(alpha_min=0.02)
     own = {k: v.clone() for k, v in same.state_dict().items()}

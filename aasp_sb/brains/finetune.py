@@ -69,6 +69,7 @@ ARCH_KEYS = (
     "patch_size",
     "aape_modes",
     "aape_fusion",
+    "aape_gate_init",
 )
 
 

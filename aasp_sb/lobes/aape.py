@@ -17,8 +17,12 @@ our design (see ``DESIGN.md`` §2):
    (the envelope is low-pass, so this decimation does not alias);
 6. a linear projection plus a subband embedding gives one extra token per
    patch, fused with the standard token: ``gated_add`` (``std + gate * aa``,
-   gate starting at 0, so training starts from the plain stem) or ``concat``
-   (a Linear over ``[std; aa]`` initialised to pass ``std`` through).
+   a learnable per-channel gate starting at ``gate_init``) or ``concat`` (a
+   Linear over ``[std; aa]`` initialised to ``std + gate_init * aa``).
+   ``gate_init=1`` (default) puts the alias-band features into the tokens
+   from the first step; ``gate_init=0`` starts from the plain stem, which in
+   our 30-epoch demo left the branch shut (mean ``|gate|`` 0.023) and the
+   encoder blind to the modulation rates the branch resolves.
 """
 
 import math
@@ -57,6 +61,10 @@ class AaPE(PatchEmbed):
     fft_tail : float
         Zero padding of the FFT in units of ``1/alpha_min`` (wrap-around
         weight ``exp(-fft_tail)``).
+    gate_init : float
+        Initial weight of the alias-band tokens in the fusion (the gate's
+        value, or the ``aa`` half of the ``concat`` Linear times identity);
+        0 makes the stem equal to the plain stem at initialisation.
 
     Example
     -------
@@ -80,6 +88,7 @@ class AaPE(PatchEmbed):
         alpha_min=0.02,
         dc_rejection_db=23.0,
         fft_tail=12.0,
+        gate_init=1.0,
     ):
         super().__init__(n_mels, patch_size, embed_dim)
         if fusion not in FUSIONS:
@@ -105,12 +114,13 @@ class AaPE(PatchEmbed):
         self.subband_embed = nn.Parameter(torch.zeros(S, embed_dim))
         nn.init.trunc_normal_(self.subband_embed, std=0.02)
         if fusion == "gated_add":
-            self.gate = nn.Parameter(torch.zeros(embed_dim))
+            self.gate = nn.Parameter(torch.full((embed_dim,), float(gate_init)))
         else:
             self.fuse = nn.Linear(2 * embed_dim, embed_dim)
             with torch.no_grad():
                 self.fuse.weight.zero_()
                 self.fuse.weight[:, :embed_dim] = torch.eye(embed_dim)
+                self.fuse.weight[:, embed_dim:] = float(gate_init) * torch.eye(embed_dim)
                 self.fuse.bias.zero_()
         self.last_lambda = None
 
