@@ -1,5 +1,7 @@
 """`make demo`'s script runs end to end (shrunk: few clips, one epoch, one probe seed)."""
 
+import json
+
 from pretrain_utils import ROOT
 
 from aasp_sb.recipe_import import import_recipe
@@ -15,3 +17,25 @@ def test_demo_script_writes_results_table(tmp_path):
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| AaSP (AaPE) |" in report and "| random init (AaPE) |" in report
     assert "RankMe" in report
+
+
+def test_demo_finetune_comparison_runs_both_label_settings(tmp_path):
+    demo = import_recipe(ROOT / "recipes" / "demo" / "run_demo.py", "run_demo")
+    demo.main([
+        f"--output_folder={tmp_path}", "--epochs=1", "--per_class=5", "--seeds=1",
+        "--skip_ablation",
+    ])
+    tiny = {"number_of_epochs": 1, "warmup_epochs": 0, "batch_size": 4,
+            "crop_seconds": 0.5}
+    lines = demo.finetune_comparison(
+        tmp_path / "pretrain_aasp", tmp_path / "corpus", tmp_path / "ft",
+        labels_per_class=1, overrides=tiny,
+    )
+    assert lines[2].startswith("| all training clips, 1 epochs |")
+    assert lines[3].startswith("| 1 clips per class, 1 epochs |")
+    for setting, per_class in (("all", None), ("few", 1)):
+        record = json.loads((tmp_path / "ft" / setting / "compare.json").read_text())
+        assert record["labels_per_class"] == per_class
+        assert 0.0 <= record["pretrained"] <= 1.0 and 0.0 <= record["random"] <= 1.0
+    few_train = (tmp_path / "ft" / "few" / "corpus" / "train.csv").read_text().splitlines()
+    assert len(few_train) == 1 + 8  # header + one clip of each of the 8 classes

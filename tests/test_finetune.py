@@ -23,6 +23,7 @@ from aasp_sb.brains.finetune import (
 )
 from aasp_sb.checkpoints import safe_torch_load
 from aasp_sb.data.demo import make_demo_corpus
+from aasp_sb.data.folder import read_csv, write_csv
 from aasp_sb.features import Features
 from aasp_sb.lobes.aape import make_stem
 from aasp_sb.lobes.encoder import AudioViT
@@ -344,6 +345,54 @@ def test_compare_init_runs_both_inits_with_the_same_architecture(
         k: v.shape for k, v in b.items()
     }
     assert rnd["pretrained_path"] is None
+
+
+def test_compare_init_few_labels_trains_both_on_n_clips_per_class(
+    pretrained_run, tmp_path
+):
+    compare = load_module(
+        "recipes/finetune/compare_init.py", "aasp_compare_init"
+    )
+    extra = [f"--{k}={v}" for k, v in TINY_TRAINING.items()] + [
+        "--device=cpu",
+        "--noprogressbar",
+    ]
+    corpus = tmp_path / "full"  # the fixture's corpus with two clips per class
+    corpus.mkdir()
+    rows = read_csv(pretrained_run.corpus / "train.csv")
+    second = [{**r, "ID": r["ID"] + "_b"} for r in rows]
+    write_csv(corpus / "train.csv", rows + second, list(rows[0]))
+    for name in ("valid.csv", "test.csv"):
+        (corpus / name).write_bytes((pretrained_run.corpus / name).read_bytes())
+    out = tmp_path / "out"
+    compare.main(
+        [
+            f"--pretrained_path={pretrained_run.run}",
+            f"--corpus={corpus}",
+            f"--output_folder={out}",
+            "--labels_per_class=1",
+            *extra,
+        ]
+    )
+    few = read_csv(out / "corpus" / "train.csv")
+    assert few == rows  # the first clip of each class, in manifest order
+    for name in ("valid.csv", "test.csv"):
+        assert read_csv(out / "corpus" / name) == read_csv(corpus / name)
+    tmp_path = out
+    assert read_json(tmp_path / "compare.json")["labels_per_class"] == 1
+    for arm in ("pretrained", "random"):  # both arms trained on the reduced set
+        hp = (tmp_path / arm / "hyperparams.yaml").read_text(encoding="utf-8")
+        assert f"data_folder: {tmp_path / 'corpus'} " in " ".join(hp.split())
+
+
+def test_few_label_corpus_refuses_more_clips_than_a_class_has(
+    pretrained_run, tmp_path
+):
+    compare = load_module(
+        "recipes/finetune/compare_init.py", "aasp_compare_init"
+    )
+    with pytest.raises(ValueError, match="fewer than 1000 rows for class"):
+        compare.few_label_corpus(pretrained_run.corpus, tmp_path, 1000)
 
 
 def test_check_same_model_catches_an_option_the_yaml_does_not_mirror():

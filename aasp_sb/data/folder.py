@@ -285,6 +285,52 @@ def split_rows(rows, valid_fraction, seed=0, where=""):
     return train, valid
 
 
+def first_per_class(rows, num, label_key="label", where=""):
+    """The first ``num`` rows of every class, in file order (a few-label subset).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows with a single label in ``label_key``.
+    num : int
+        Rows kept per class (at least 1).
+    label_key : str
+        Column holding the class.
+    where : str
+        Name used in error messages (the manifest).
+
+    Returns
+    -------
+    list of dict
+        The kept rows, in their original order.
+
+    Example
+    -------
+    >>> rows = [{"ID": str(i), "label": "ab"[i % 2]} for i in range(6)]
+    >>> [r["ID"] for r in first_per_class(rows, 2)]
+    ['0', '1', '2', '3']
+    """
+    if int(num) < 1:
+        raise ValueError(f"{where}: rows per class must be >= 1, got {num}")
+    counts = {}
+    for row in rows:
+        if label_key not in row:
+            raise KeyError(f"{where}: no {label_key!r} column")
+        counts[row[label_key]] = counts.get(row[label_key], 0) + 1
+    short = sorted(c for c, n in counts.items() if n < num)
+    if short:
+        raise ValueError(
+            f"{where}: fewer than {num} rows for class(es) {', '.join(short)}"
+        )
+    kept, taken = [], {}
+    for row in rows:
+        label = row[label_key]
+        if taken.get(label, 0) < num:
+            kept.append(row)
+            taken[label] = taken.get(label, 0) + 1
+    return kept
+
+
 def unique_ids(paths, root):
     """IDs from paths relative to ``root`` (posix, extension dropped).
 

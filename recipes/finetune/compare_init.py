@@ -13,21 +13,64 @@ run), then prints both test accuracies and writes ``compare.json``::
     python recipes/finetune/compare_init.py --pretrained_path=/tmp/aasp_tiny_run \
         --corpus=/tmp/corpus --output_folder=/tmp/compare_init
 
-Any further ``--key=value`` is passed to both fine-tuning runs (e.g.
-``--number_of_epochs=10``, ``--device=cpu``, ``--freeze_encoder=True``).
+``--labels_per_class=N`` fine-tunes both on the first ``N`` training clips
+of each class (same validation and test sets): the few-label setting where
+pre-training is expected to matter most. Any further ``--key=value`` is
+passed to both fine-tuning runs (e.g. ``--number_of_epochs=10``,
+``--device=cpu``, ``--freeze_encoder=True``).
 """
 
 import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
 
+from aasp_sb.data.folder import first_per_class, read_csv, write_csv
 from aasp_sb.recipe_import import import_recipe
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DEFAULT_HPARAMS = ROOT / "hparams" / "finetune" / "demo.yaml"
+
+
+def few_label_corpus(corpus, out_folder, labels_per_class):
+    """Writes a corpus folder whose training manifest keeps ``labels_per_class`` clips per class.
+
+    ``valid.csv``, ``test.csv`` and ``classes.txt`` (if any) are copied
+    unchanged; the audio is not copied (the manifests' paths are kept as
+    they are).
+
+    Arguments
+    ---------
+    corpus : str
+        Folder with ``train.csv``, ``valid.csv``, ``test.csv``, ``classes.txt``.
+    out_folder : str
+        Where the reduced corpus is written.
+    labels_per_class : int
+        Training clips kept per class (the first ones in manifest order).
+
+    Returns
+    -------
+    str
+        ``out_folder``.
+    """
+    os.makedirs(out_folder, exist_ok=True)
+    for name in ("train.csv", "valid.csv", "test.csv", "classes.txt"):
+        src = os.path.join(str(corpus), name)
+        if not os.path.isfile(src):
+            if name == "classes.txt":  # optional: the recipe reads the labels
+                continue
+            raise FileNotFoundError(f"{src}: missing (a corpus needs {name})")
+        if name == "train.csv":
+            rows = read_csv(src)
+            kept = first_per_class(rows, labels_per_class, where=src)
+            fields = list(rows[0].keys())
+            write_csv(os.path.join(out_folder, name), kept, fields)
+        else:
+            shutil.copyfile(src, os.path.join(out_folder, name))
+    return out_folder
 
 
 def compare_init(
@@ -36,6 +79,7 @@ def compare_init(
     output_folder,
     hparams_file=DEFAULT_HPARAMS,
     extra_args=(),
+    labels_per_class=None,
 ):
     """Fine-tunes from the pre-trained run and from random init; returns both results.
 
@@ -51,6 +95,9 @@ def compare_init(
         Fine-tuning YAML (a ``task: csv`` one).
     extra_args : sequence of str
         Further command-line overrides for both runs.
+    labels_per_class : int, optional
+        Fine-tune on the first ``N`` training clips of each class only (the
+        reduced manifests go to ``<output_folder>/corpus``).
 
     Returns
     -------
@@ -60,6 +107,10 @@ def compare_init(
         metric of the single split).
     """
     train = import_recipe(HERE / "train.py", "aasp_finetune_recipe")
+    if labels_per_class:
+        corpus = few_label_corpus(
+            corpus, os.path.join(str(output_folder), "corpus"), labels_per_class
+        )
     common = [str(hparams_file), f"--data_folder={corpus}", *extra_args]
     runs = {
         "pretrained": [f"--pretrained_path={pretrained_path}"],
@@ -80,6 +131,7 @@ def compare_init(
         "pretrained": out["pretrained"]["mean"],
         "random": out["random"]["mean"],
         "args": list(extra_args),
+        "labels_per_class": labels_per_class,
     }
     os.makedirs(str(output_folder), exist_ok=True)
     with open(
@@ -98,6 +150,12 @@ def main(argv=None):
         "--output_folder", default="results/finetune/compare_init"
     )
     parser.add_argument("--hparams", default=str(DEFAULT_HPARAMS))
+    parser.add_argument(
+        "--labels_per_class",
+        type=int,
+        default=None,
+        help="fine-tune on the first N training clips of each class",
+    )
     args, extra = parser.parse_known_args(
         sys.argv[1:] if argv is None else argv
     )
@@ -107,6 +165,7 @@ def main(argv=None):
         args.output_folder,
         args.hparams,
         extra,
+        args.labels_per_class,
     )
     metric = out["metric"]
     print(
