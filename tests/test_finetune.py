@@ -687,5 +687,9 @@ def test_m2d_tagged_configs_follow_the_published_commands():
         for key, value in values.items():
             assert plain[key] == value, (name, key, plain[key])
         assert plain["layer_decay"] is None and plain["warmup_epochs"] == 5
-        optimiser = "torch.optim.AdamW" if name == "vc1" else "torch.optim.SGD"
-        assert f"opt_class: !name:{optimiser}" in text, name
+        assert "opt_class: !apply:aasp_sb.optimizers.optimizer_class" in text, name
+        if name == "vc1":  # AdamW (0.9, 0.95), amsgrad
+            assert plain["optimizer"] == "adamw" and plain["amsgrad"] is True
+            assert plain["betas"] == [0.9, 0.95]
+        else:  # SGD, momentum 0.9
+            assert plain["optimizer"] == "sgd" and plain["momentum"] == 0.9
