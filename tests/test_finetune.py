@@ -316,24 +316,29 @@ def test_model_keys_contradicting_the_run_are_refused(pretrained_run, tmp_path):
         )
 
 
-def test_compare_init_runs_both_inits_with_the_same_architecture(
-    pretrained_run, tmp_path
-):
+def run_compare_init(run, corpus, output_folder, *args):
+    """``compare_init.py`` with the tiny training settings; returns its result."""
     compare = load_module(
         "recipes/finetune/compare_init.py", "aasp_compare_init"
     )
-    extra = [f"--{k}={v}" for k, v in TINY_TRAINING.items()] + [
-        "--device=cpu",
-        "--noprogressbar",
-    ]
-    out = compare.main(
+    extra = [f"--{k}={v}" for k, v in TINY_TRAINING.items()]
+    return compare.main(
         [
-            f"--pretrained_path={pretrained_run.run}",
-            f"--corpus={pretrained_run.corpus}",
-            f"--output_folder={tmp_path}",
+            f"--pretrained_path={run}",
+            f"--corpus={corpus}",
+            f"--output_folder={output_folder}",
+            "--device=cpu",
+            "--noprogressbar",
             *extra,
+            *args,
         ]
     )
+
+
+def test_compare_init_runs_both_inits_with_the_same_architecture(
+    pretrained_run, tmp_path
+):
+    out = run_compare_init(pretrained_run.run, pretrained_run.corpus, tmp_path)
     record = read_json(tmp_path / "compare.json")
     assert record["pretrained"] == out["pretrained"]["mean"]
     assert record["random"] == out["random"]["mean"]
@@ -350,13 +355,6 @@ def test_compare_init_runs_both_inits_with_the_same_architecture(
 def test_compare_init_few_labels_trains_both_on_n_clips_per_class(
     pretrained_run, tmp_path
 ):
-    compare = load_module(
-        "recipes/finetune/compare_init.py", "aasp_compare_init"
-    )
-    extra = [f"--{k}={v}" for k, v in TINY_TRAINING.items()] + [
-        "--device=cpu",
-        "--noprogressbar",
-    ]
     corpus = tmp_path / "full"  # the fixture's corpus with two clips per class
     corpus.mkdir()
     rows = read_csv(pretrained_run.corpus / "train.csv")
@@ -365,15 +363,7 @@ def test_compare_init_few_labels_trains_both_on_n_clips_per_class(
     for name in ("valid.csv", "test.csv"):
         (corpus / name).write_bytes((pretrained_run.corpus / name).read_bytes())
     out = tmp_path / "out"
-    compare.main(
-        [
-            f"--pretrained_path={pretrained_run.run}",
-            f"--corpus={corpus}",
-            f"--output_folder={out}",
-            "--labels_per_class=1",
-            *extra,
-        ]
-    )
+    run_compare_init(pretrained_run.run, corpus, out, "--labels_per_class=1")
     few = read_csv(out / "corpus" / "train.csv")
     assert few == rows  # the first clip of each class, in manifest order
     for name in ("valid.csv", "test.csv"):
