@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import pathlib
+import re
 import sys
 import time
 
@@ -94,7 +95,8 @@ def main(argv=None):
     parser.add_argument("--finetune", action="store_true",
                         help="also fine-tune the demo task from the pre-trained "
                         "and from a random init, with all and with 8 labelled "
-                        "clips per class (about 7 more minutes)")
+                        "clips per class, and the plain-stem ablation with all "
+                        "(about 9 more minutes)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
 
@@ -165,7 +167,7 @@ def main(argv=None):
         lines.append(f"| {name} | {acc} | {st:.4f} |" if st is not None else f"| {name} | {acc} | - |")
     if args.finetune:
         lines += ["", "## Fine-tuning on the demo task (hparams/finetune/demo.yaml)", ""]
-        lines += finetune_comparison(runs["AaSP (AaPE)"], folder, out / "finetune_compare")
+        lines += finetune_comparison(runs, folder, out / "finetune_compare")
     report = "\n".join(lines) + "\n"
     (out / "RESULTS.md").write_text(report, encoding="utf-8")
     print("\n" + report)
@@ -176,25 +178,27 @@ def main(argv=None):
 FEW_LABEL_TRAINING = {"number_of_epochs": 100, "warmup_epochs": 5}
 
 
-def finetune_comparison(run, corpus_folder, out, labels_per_class=8, overrides=None):
-    """Fine-tunes from the pre-trained run and from random init; returns table lines.
+def finetune_comparison(runs, corpus_folder, out, labels_per_class=8, overrides=None):
+    """Fine-tunes from each pre-trained run and from random init; returns table lines.
 
-    Two settings, each compared by ``recipes/finetune/compare_init.py``: every
-    training clip (``hparams/finetune/demo.yaml`` as is), and the first
-    ``labels_per_class`` clips of each class with :data:`FEW_LABEL_TRAINING`.
+    Each comparison is ``recipes/finetune/compare_init.py`` (same architecture,
+    settings and seed in both arms). The first run is compared on every
+    training clip (``hparams/finetune/demo.yaml`` as is) and on the first
+    ``labels_per_class`` clips of each class with :data:`FEW_LABEL_TRAINING`;
+    the others (the plain-stem ablation) on every training clip.
 
     Arguments
     ---------
-    run : pathlib.Path
-        Pre-training run folder.
+    runs : dict
+        Model name -> pre-training run folder, the AaSP run first.
     corpus_folder : pathlib.Path
         The demo corpus.
     out : pathlib.Path
-        Output folder (``all/`` and ``few/`` below it).
+        Output folder (``<slug>_all/``, ``<slug>_few/`` below it).
     labels_per_class : int
         Clips per class of the few-label setting.
     overrides : dict, optional
-        Fine-tuning YAML overrides for both settings (e.g. shorter training).
+        Fine-tuning YAML overrides for every comparison (e.g. shorter training).
 
     Returns
     -------
@@ -204,14 +208,19 @@ def finetune_comparison(run, corpus_folder, out, labels_per_class=8, overrides=N
     module = import_recipe(ROOT / "recipes" / "finetune" / "compare_init.py", "aasp_compare_init")
     overrides = dict(overrides or {})
     few = {**FEW_LABEL_TRAINING, **overrides}
-    settings = {
-        f"all training clips, {overrides.get('number_of_epochs', 30)} epochs": (
-            out / "all", overrides, None),
-        f"{labels_per_class} clips per class, {few['number_of_epochs']} epochs": (
-            out / "few", few, labels_per_class),
-    }
-    lines = ["| labelled data | pre-trained init (%) | random init (%) |", "|---|---|---|"]
-    for name, (folder, keys, per_class) in settings.items():
+    all_name = f"all training clips, {overrides.get('number_of_epochs', 30)} epochs"
+    few_name = f"{labels_per_class} clips per class, {few['number_of_epochs']} epochs"
+    settings = []
+    for i, (model, run) in enumerate(runs.items()):
+        slug = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
+        settings.append((model, run, all_name, out / f"{slug}_all", overrides, None))
+        if i == 0:
+            settings.append(
+                (model, run, few_name, out / f"{slug}_few", few, labels_per_class)
+            )
+    lines = ["| model | labelled data | pre-trained init (%) | random init (%) |",
+             "|---|---|---|---|"]
+    for model, run, name, folder, keys, per_class in settings:
         args = [f"--pretrained_path={run}", f"--corpus={corpus_folder}",
                 f"--output_folder={folder}", "--device=cpu"]
         args += [f"--{k}={v}" for k, v in keys.items()]
@@ -220,7 +229,7 @@ def finetune_comparison(run, corpus_folder, out, labels_per_class=8, overrides=N
         module.main(args)
         with open(pathlib.Path(folder) / "compare.json", encoding="utf-8") as f:
             res = json.load(f)
-        lines.append(f"| {name} | {100 * float(res['pretrained']):.2f} | "
+        lines.append(f"| {model} | {name} | {100 * float(res['pretrained']):.2f} | "
                      f"{100 * float(res['random']):.2f} |")
     return lines
 
