@@ -51,6 +51,7 @@ from aasp_sb.checkpoints import safe_torch_load
 from aasp_sb.data.audio import load_audio
 from aasp_sb.lobes.encoder import AudioViT, EncoderOutput
 from aasp_sb.pretrained import (
+    ARCH_KEYS,
     find_hparams,
     load_pretrained,
     load_state,
@@ -60,21 +61,7 @@ logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "mean+max")
 #: Top-level scalars copied into an exported inference YAML (for reference).
-INFO_KEYS = (
-    "sample_rate",
-    "n_mels",
-    "norm_mean",
-    "norm_std",
-    "use_aape",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "patch_size",
-    "crop_frames",
-    "aape_modes",
-    "aape_fusion",
-    "aape_gate_init",
-)
+INFO_KEYS = (*ARCH_KEYS, "norm_mean", "norm_std", "crop_frames")
 INFERENCE_TAIL = """
 modules:
     compute_features: !ref <compute_features>

@@ -27,6 +27,8 @@ OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, ("betas", "eps", "amsgrad")),
     "adam": (torch.optim.Adam, ("betas", "eps", "amsgrad")),
 }
+#: every option some optimiser takes
+KNOWN_OPTIONS = frozenset(opt for _, accepted in OPTIMIZERS.values() for opt in accepted)
 
 
 def optimizer_class(name, **options):
@@ -63,11 +65,10 @@ def optimizer_class(name, **options):
         raise ValueError(
             f"optimizer: unknown name {name!r}; choose one of {sorted(OPTIMIZERS)}"
         )
-    known = {opt for _, accepted in OPTIMIZERS.values() for opt in accepted}
-    unknown = sorted(set(options) - known)
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
     if unknown:
         raise ValueError(
-            f"optimizer: unknown option(s) {unknown}; known: {sorted(known)}"
+            f"optimizer: unknown option(s) {unknown}; known: {sorted(KNOWN_OPTIONS)}"
         )
     cls, accepted = OPTIMIZERS[key]
     kept = {k: v for k, v in options.items() if k in accepted and v is not None}

@@ -26,6 +26,22 @@ logger = logging.getLogger(__name__)
 
 WHICH = {"student": "encoder.ckpt", "teacher": "teacher.ckpt"}
 
+#: Top-level keys of a pre-training YAML that define the model; the
+#: fine-tuning YAMLs have the same keys (plus ``max_frames``, ``norm_mean``
+#: and ``norm_std``, read from the built modules).
+ARCH_KEYS = (
+    "sample_rate",
+    "n_mels",
+    "use_aape",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "patch_size",
+    "aape_modes",
+    "aape_fusion",
+    "aape_gate_init",
+)
+
 
 class PretrainedParts(NamedTuple):
     """What :func:`load_pretrained` returns.

@@ -49,28 +49,12 @@ from aasp_sb.evaluation.metrics import (
 )
 from aasp_sb.features import frame_lengths
 from aasp_sb.lobes.encoder import AudioViT, masked_mean
-from aasp_sb.pretrained import load_state
+from aasp_sb.pretrained import ARCH_KEYS, load_state
 from aasp_sb.schedulers import param_groups
 
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("tokens", "frames")
-
-#: Top-level keys of a pre-training YAML that define the model; the
-#: fine-tuning YAMLs have the same keys (plus ``max_frames``, ``norm_mean``
-#: and ``norm_std``, read from the built modules).
-ARCH_KEYS = (
-    "sample_rate",
-    "n_mels",
-    "use_aape",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "patch_size",
-    "aape_modes",
-    "aape_fusion",
-    "aape_gate_init",
-)
 
 
 # --------------------------------------------------------------------- model

@@ -312,22 +312,21 @@ def first_per_class(rows, num, label_key="label", where=""):
     """
     if int(num) < 1:
         raise ValueError(f"{where}: rows per class must be >= 1, got {num}")
-    counts = {}
+    if not rows:
+        raise ValueError(f"{where}: no rows")
+    kept, taken = [], {}
     for row in rows:
         if label_key not in row:
             raise KeyError(f"{where}: no {label_key!r} column")
-        counts[row[label_key]] = counts.get(row[label_key], 0) + 1
-    short = sorted(c for c, n in counts.items() if n < num)
-    if short:
-        raise ValueError(
-            f"{where}: fewer than {num} rows for class(es) {', '.join(short)}"
-        )
-    kept, taken = [], {}
-    for row in rows:
         label = row[label_key]
         if taken.get(label, 0) < num:
             kept.append(row)
             taken[label] = taken.get(label, 0) + 1
+    short = sorted(c for c, n in taken.items() if n < num)
+    if short:
+        raise ValueError(
+            f"{where}: fewer than {num} rows for class(es) {', '.join(short)}"
+        )
     return kept
 
 

@@ -118,7 +118,6 @@ class AaPE(PatchEmbed):
         else:
             self.fuse = nn.Linear(2 * embed_dim, embed_dim)
             with torch.no_grad():
-                self.fuse.weight.zero_()
                 self.fuse.weight[:, :embed_dim] = torch.eye(embed_dim)
                 self.fuse.weight[:, embed_dim:] = float(gate_init) * torch.eye(embed_dim)
                 self.fuse.bias.zero_()
