@@ -52,6 +52,9 @@ import bench_utils as bu
 import numpy as np
 import torch
 
+from aasp_sb.lobes.teacher import unwrap_module
+from aasp_sb.masking import multi_mask
+
 SECTIONS = ("scale", "aape", "teacher", "inference", "data")
 
 
@@ -198,11 +201,15 @@ class Bench:
 
     # -------------------------------------------------------------- aape
     def aape(self):
-        print("\n== aape: AaPE vs plain stem (same config, seed and masks)")
+        print("\n== aape: AaPE vs plain stem (same config, seed and masks; the "
+              "student's stem computes every view from its visible patches)")
         for cfg in self.args.aape_configs:
             batch = self.tiny_batch if cfg == "tiny" else self.batch
             on, data = self.brain(cfg, batch, use_aape=True)
             off, _ = self.brain(cfg, batch, use_aape=False)
+            print(f"{cfg}: {on.hparams.num_masks} masks per clip, mask ratio "
+                  f"{on.hparams.mask_ratio}, student_stem_input="
+                  f"{getattr(on.hparams, 'student_stem_input', 'view')}")
             times = self.interleave(
                 {"aape": self.step_fn(on, data), "plain": self.step_fn(off, data)},
                 reps=self.args.tiny_reps if cfg == "tiny" else self.args.reps,
@@ -226,14 +233,23 @@ class Bench:
             self.summary[f"aape_extra_stem_est_{cfg}"] = est
 
     def stem_times(self, on, off, data):
+        """Student stem (every view from its visible patches) fwd+bwd + teacher stem fwd."""
         wavs = data.to(self.args.device).sig[0]
         with torch.no_grad():
             feats = on.modules.compute_features(wavs)
+        hp = vars(on.hparams)
+        n_tokens, _ = unwrap_module(on.modules.student).num_tokens(feats.shape[1])
+        visible, _ = multi_mask(feats.shape[0], n_tokens, int(hp["num_masks"]),
+                                float(hp["mask_ratio"]),
+                                generator=torch.Generator().manual_seed(0))
+        visible = visible.to(self.args.device)
 
         def stem_fn(brain):
+            student = unwrap_module(brain.modules.student)
+
             def run():
                 with brain.training_ctx:
-                    tokens, _, _ = bu.student_encoder(brain).embed(feats)
+                    tokens = student.visible_tokens(feats, visible)
                     tokens.float().square().mean().backward()
                     with torch.no_grad():
                         brain.modules.teacher.module.embed(feats)
@@ -272,8 +288,6 @@ class Bench:
             self.summary[f"full_over_masked_teacher_m{m}"] = teach_ratio
 
     def teacher_times(self, masked, full, data, num_masks):
-        from aasp_sb.masking import multi_mask
-
         wavs = data.to(self.args.device).sig[0]
         with torch.no_grad():
             feats = masked.modules.compute_features(wavs)

@@ -13,6 +13,9 @@ our design (see ``DESIGN.md`` §2):
 3. :class:`~aasp_sb.lobes.lambda_encoder.LambdaEncoder` estimates
    ``(alpha, omega)`` per clip, subband and mode inside the alias-prone band;
 4. SBLU filtering in the frequency domain (:func:`~aasp_sb.lobes.sblu.sblu_filter`);
+   every kernel the Lambda encoder can emit peaks inside the band, keeps its
+   -3 dB band inside ``[pi/pt, pi]`` and is >= 20 dB down at DC and at its
+   mirror ``-omega`` (so ``|y|`` is an envelope);
 5. envelope ``log1p(gain * |y|)``, averaged over each patch's real frames
    (the envelope is low-pass, so this decimation does not alias);
 6. a linear projection plus a subband embedding gives one extra token per
@@ -23,6 +26,10 @@ our design (see ``DESIGN.md`` §2):
    from the first step; ``gate_init=0`` starts from the plain stem, which in
    our 30-epoch demo left the branch shut (mean ``|gate|`` 0.023) and the
    encoder blind to the modulation rates the branch resolves.
+
+In masked pre-training the student calls :meth:`AaPE.forward_views`, which
+computes each view's tokens from that view's visible patches only (the
+student's invariant, ``docs/DESIGN.md`` §2).
 """
 
 import math
@@ -33,6 +40,7 @@ from torch import nn
 from aasp_sb.lobes.lambda_encoder import LambdaEncoder
 from aasp_sb.lobes.patch import PatchEmbed, prepare_frames
 from aasp_sb.lobes.sblu import fft_length, sblu_filter
+from aasp_sb.masking import gather_tokens
 
 FUSIONS = ("gated_add", "concat")
 
@@ -57,7 +65,9 @@ class AaPE(PatchEmbed):
     alpha_min : float
         Smallest kernel decay (longest kernel ``1/alpha_min`` frames).
     dc_rejection_db : float
-        Attenuation at DC that every kernel guarantees.
+        Attenuation at DC and at the mirror frequency ``-omega`` that every
+        kernel guarantees (its -3 dB band also stays inside the alias-prone
+        band; see :func:`aasp_sb.lobes.sblu.alpha_max`).
     fft_tail : float
         Zero padding of the FFT in units of ``1/alpha_min`` (wrap-around
         weight ``exp(-fft_tail)``).
@@ -123,8 +133,57 @@ class AaPE(PatchEmbed):
                 self.fuse.bias.zero_()
         self.last_lambda = None
 
+    def mode_signals(self, x):
+        """``[B, T, F]`` -> ``[B, S, H, T]`` mode signals (each subband's bins mixed)."""
+        B, T, F = x.shape
+        pf = self.patch_size[0]
+        sub = x.float().view(B, T, self.num_rows, pf)
+        return torch.einsum("btsp,shp->bsht", sub, self.mode_map.float())
+
+    def envelopes(self, v, valid_frames=None, keep=None):
+        """Lambda estimation, SBLU filtering and per-patch envelopes of mode signals.
+
+        Arguments
+        ---------
+        v : torch.Tensor
+            ``[B, S, H, T]`` mode signals, zero at frames that are not present.
+        valid_frames : torch.Tensor or None
+            ``[B]`` real frames per clip.
+        keep : torch.Tensor or None
+            ``[B, S, T]`` frames present per subband (a view's visible
+            patches); absent frames count neither in the Lambda statistics
+            nor in the patch averages.
+
+        Returns
+        -------
+        env : torch.Tensor
+            ``[B, S, H, Tp]`` envelope averaged over each patch's frames.
+        alpha, omega : torch.Tensor
+            ``[B, S, H]`` the estimated kernel parameters.
+        """
+        B, S, H, T = v.shape
+        pt = self.patch_size[1]
+        keep4 = None if keep is None else keep[:, :, None, :]
+        alpha, omega = self.lambda_encoder(v, valid_frames, keep4)
+        n_fft = fft_length(T, self.lambda_encoder.alpha_min, self.fft_tail)
+        y = sblu_filter(v, alpha, omega, n_fft)
+        mag = (y.real**2 + y.imag**2 + 1e-12).sqrt()
+        env = torch.log1p(self.log_gain.exp()[..., None] * mag)
+        env = env.view(B, S, H, T // pt, pt)
+        weight = None
+        if valid_frames is not None:
+            real = torch.arange(T, device=v.device)[None, :] < valid_frames[:, None]
+            weight = real.to(env.dtype).view(B, 1, 1, T // pt, pt)
+        if keep is not None:
+            present = keep.to(env.dtype).view(B, S, 1, T // pt, pt)
+            weight = present if weight is None else weight * present
+        if weight is None:
+            return env.mean(-1), alpha, omega
+        env = (env * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
+        return env, alpha, omega
+
     def envelope_features(self, x, valid_frames):
-        """Per-patch alias-band envelopes.
+        """Per-patch alias-band envelopes of whole clips.
 
         Arguments
         ---------
@@ -141,27 +200,8 @@ class AaPE(PatchEmbed):
         alpha, omega : torch.Tensor
             ``[B, S, H]`` the estimated kernel parameters.
         """
-        B, T, F = x.shape
-        pf, pt = self.patch_size
-        S, H = self.num_rows, self.num_modes
         with torch.autocast(x.device.type, enabled=False):
-            sub = x.float().view(B, T, S, pf)
-            v = torch.einsum("btsp,shp->bsht", sub, self.mode_map.float())
-            alpha, omega = self.lambda_encoder(v, valid_frames)
-            n_fft = fft_length(T, self.lambda_encoder.alpha_min, self.fft_tail)
-            y = sblu_filter(v, alpha, omega, n_fft)
-            mag = (y.real**2 + y.imag**2 + 1e-12).sqrt()
-            env = torch.log1p(self.log_gain.exp()[..., None] * mag)
-            env = env.view(B, S, H, T // pt, pt)
-            if valid_frames is None:
-                env = env.mean(-1)
-            else:
-                keep = (
-                    torch.arange(T, device=x.device)[None, :] < valid_frames[:, None]
-                ).to(env.dtype)
-                keep = keep.view(B, 1, 1, T // pt, pt)
-                env = (env * keep).sum(-1) / keep.sum(-1).clamp_min(1.0)
-        return env, alpha, omega
+            return self.envelopes(self.mode_signals(x), valid_frames)
 
     def alias_tokens(self, env):
         """``[B, S, H, Tp]`` envelopes -> ``[B, S*Tp, D]`` tokens (frequency-major)."""
@@ -169,6 +209,26 @@ class AaPE(PatchEmbed):
         feats = self.aa_norm(env.permute(0, 1, 3, 2))  # [B, S, Tp, H]
         tokens = self.aa_proj(feats) + self.subband_embed[None, :, None, :]
         return tokens.reshape(B, S * Tp, -1)
+
+    def alias_tokens_at(self, env, idx):
+        """Alias-band tokens of the patches ``idx`` only: ``[B', K, D]``.
+
+        Arguments
+        ---------
+        env : torch.Tensor
+            ``[B', S, H, Tp]`` envelopes (one row per view).
+        idx : torch.Tensor
+            ``[B', K]`` frequency-major token indices.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        Bv, S, H, Tp = env.shape
+        feats = env.permute(0, 1, 3, 2).reshape(Bv, S * Tp, H)
+        feats = feats.gather(1, idx[..., None].expand(-1, -1, H))
+        rows = torch.div(idx, Tp, rounding_mode="floor")
+        return self.aa_proj(self.aa_norm(feats)) + self.subband_embed[rows]
 
     def fuse_tokens(self, std, aa):
         """Fuses standard and alias-band tokens."""
@@ -190,8 +250,9 @@ class AaPE(PatchEmbed):
         -------
         torch.Tensor
             ``[B, Fp*Tp, D]`` tokens, frequency-major. The estimated
-            ``(alpha, omega)`` (``[B, S, H]`` each, detached) are kept in
-            ``self.last_lambda``.
+            ``(alpha, omega)`` (detached) are kept in ``self.last_lambda``:
+            ``[B, S, H]`` each, or ``[B * chunks, S, H]`` when an encoder
+            chunks a long input.
         """
         self.check_input(x)
         x, valid = prepare_frames(x, lengths, self.patch_size[1])
@@ -199,6 +260,66 @@ class AaPE(PatchEmbed):
         env, alpha, omega = self.envelope_features(x, valid)
         self.last_lambda = (alpha.detach(), omega.detach())
         aa = self.alias_tokens(env).to(std.dtype)
+        return self.fuse_tokens(std, aa)
+
+    def forward_views(self, x, visible, lengths=None):
+        """Tokens of masked views, each computed from that view's visible patches only.
+
+        AaPE is not local to a patch (kernels span several patch columns, the
+        Lambda encoder pools over the clip), so a student that ran the stem on
+        the whole clip and kept the visible tokens afterwards would see the
+        masked content. Here, for every view, the masked patches of each
+        subband row are absent: zero in that row's SBLU input and left out of
+        its Lambda statistics and patch averages. The standard branch is local
+        to its patch and runs once per clip. Batched over views.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[B, T, F]`` normalised log-mel.
+        visible : torch.Tensor
+            ``[B, M, Nv]`` visible token indices per view (frequency-major).
+        lengths : torch.Tensor, optional
+            ``[B]`` relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B*M, Nv, D]`` tokens of the visible patches, row ``b*M + m``
+            for view ``m`` of clip ``b``; ``last_lambda`` holds the views'
+            ``[B*M, S, H]`` estimates.
+
+        Example
+        -------
+        >>> stem = AaPE(n_mels=80, patch_size=16, embed_dim=16, num_modes=4)
+        >>> x = torch.randn(1, 64, 80)                      # grid (5, 4)
+        >>> visible = torch.tensor([[[0, 5, 10], [1, 2, 3]]])  # two views
+        >>> a = stem.forward_views(x, visible)
+        >>> y = x.clone()
+        >>> y[:, 16:, :16] = 1e3                 # hide content in view 0's masked patches
+        >>> y[:, :16, 16:] = -7.0
+        >>> b = stem.forward_views(y, visible)
+        >>> a.shape, bool(torch.equal(a[0], b[0]))
+        (torch.Size([2, 3, 16]), True)
+        """
+        self.check_input(x)
+        x, valid = prepare_frames(x, lengths, self.patch_size[1])
+        B, T, _ = x.shape
+        M, Nv = visible.shape[1], visible.shape[2]
+        S, pt = self.num_rows, self.patch_size[1]
+        Tp = T // pt
+        flat = visible.reshape(B * M, Nv)
+        std = gather_tokens(self.patchify(x), visible)
+        shown = torch.zeros(B * M, S * Tp, dtype=torch.bool, device=x.device)
+        shown.scatter_(1, flat, True)
+        keep = shown.view(B * M, S, Tp).repeat_interleave(pt, dim=-1)  # [BM, S, T]
+        views_valid = None if valid is None else valid.repeat_interleave(M)
+        with torch.autocast(x.device.type, enabled=False):
+            v = self.mode_signals(x).repeat_interleave(M, dim=0)
+            v = v * keep[:, :, None, :].to(v.dtype)
+            env, alpha, omega = self.envelopes(v, views_valid, keep)
+        self.last_lambda = (alpha.detach(), omega.detach())
+        aa = self.alias_tokens_at(env, flat).to(std.dtype)
         return self.fuse_tokens(std, aa)
 
 

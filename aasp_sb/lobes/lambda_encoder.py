@@ -3,14 +3,22 @@
 The paper states that AaPE's kernel parameters are estimated from the input
 (the "Lambda Encoder" of the public review). Our design: a depthwise
 convolution over time on each subband's mode signals, masked mean and standard
-deviation over the real frames, a subband embedding, and an MLP that emits one
-decay ``alpha`` and one centre frequency ``omega`` per (clip, subband, mode),
-both constrained so the pass-band stays in the alias-prone band::
+deviation over the frames present (real frames, and in pre-training only the
+frames of the view's visible patches, row by row), a subband embedding, and an
+MLP that emits one decay ``alpha`` and one centre frequency ``omega`` per
+(clip, subband, mode), both constrained so that every pair it can emit, for
+any raw output, keeps the kernel's promises::
 
-    omega = pi / pt + (pi - pi / pt) * sigmoid(.)
+    omega = omega_lo + (omega_hi - omega_lo) * sigmoid(.)
     alpha = alpha_min + (alpha_max(omega) - alpha_min) * sigmoid(.)
 
-with :func:`aasp_sb.lobes.sblu.alpha_max` guaranteeing the DC rejection.
+:func:`aasp_sb.lobes.sblu.alpha_max` bounds the decay so that DC and the
+mirror frequency ``-omega`` are at least ``dc_rejection_db`` below the peak
+and the -3 dB band lies inside ``[pi / pt, pi]``;
+:func:`aasp_sb.lobes.sblu.centre_range` gives ``[omega_lo, omega_hi]``, the
+centre frequencies where even the narrowest kernel (``alpha_min``) keeps them
+(the band's edges themselves cannot be centres: a kernel there has half its
+pass-band outside).
 """
 
 import math
@@ -18,18 +26,22 @@ import math
 import torch
 from torch import nn
 
-from aasp_sb.lobes.sblu import alias_band, alpha_max
+from aasp_sb.lobes.sblu import alias_band, alpha_max, centre_range
 
 
-def masked_mean_std(h, valid_frames):
-    """Mean and std over the last axis, counting only the first ``valid_frames``.
+def masked_mean_std(h, valid_frames=None, keep=None):
+    """Mean and std over the last axis, counting only the frames present.
 
     Arguments
     ---------
     h : torch.Tensor
         ``[B, ..., T]``.
     valid_frames : torch.Tensor or None
-        ``[B]`` real frames per clip.
+        ``[B]`` real frames per clip (the first ``valid_frames`` count).
+    keep : torch.Tensor or None
+        Boolean or 0/1 mask broadcastable to ``h``, True for frames present
+        (e.g. a view's visible patches, per subband); combined with
+        ``valid_frames`` when both are given.
 
     Returns
     -------
@@ -42,15 +54,23 @@ def masked_mean_std(h, valid_frames):
     >>> m, s = masked_mean_std(h, torch.tensor([2]))
     >>> m.item(), s.item()
     (2.0, 1.0)
+    >>> m, _ = masked_mean_std(h, keep=torch.tensor([[True, False, True]]))
+    >>> m.item()
+    50.5
     """
-    if valid_frames is None:
+    if valid_frames is None and keep is None:
         return h.mean(-1), h.std(-1, unbiased=False)
     T = h.shape[-1]
-    keep = torch.arange(T, device=h.device)[None, :] < valid_frames[:, None]
-    keep = keep.view(keep.shape[0], *([1] * (h.ndim - 2)), T).to(h.dtype)
-    count = keep.sum(-1).clamp_min(1.0)
-    mean = (h * keep).sum(-1) / count
-    var = (((h - mean.unsqueeze(-1)) * keep) ** 2).sum(-1) / count
+    weight = torch.ones((), device=h.device, dtype=h.dtype)
+    if valid_frames is not None:
+        real = torch.arange(T, device=h.device)[None, :] < valid_frames[:, None]
+        weight = real.view(real.shape[0], *([1] * (h.ndim - 2)), T).to(h.dtype)
+    if keep is not None:
+        weight = weight * keep.to(h.dtype)
+    weight = weight.expand_as(h)
+    count = weight.sum(-1).clamp_min(1.0)
+    mean = (h * weight).sum(-1) / count
+    var = (((h - mean.unsqueeze(-1)) * weight) ** 2).sum(-1) / count
     return mean, (var + 1e-8).sqrt()
 
 
@@ -72,7 +92,8 @@ class LambdaEncoder(nn.Module):
     alpha_min : float
         Smallest decay (longest kernel, ``1/alpha_min`` frames).
     dc_rejection_db : float
-        Attenuation at DC every emitted kernel guarantees.
+        Attenuation at DC and at the mirror frequency ``-omega`` that every
+        emitted kernel guarantees (its -3 dB band also stays in the band).
 
     Example
     -------
@@ -94,14 +115,17 @@ class LambdaEncoder(nn.Module):
     ):
         super().__init__()
         self.num_modes = num_modes
-        self.omega_low, self.omega_high = alias_band(patch_t)
+        self.patch_t = patch_t
+        self.band = alias_band(patch_t)
         self.dc_rejection_db = dc_rejection_db
-        floor = alpha_max(torch.tensor(self.omega_low), dc_rejection_db).item()
-        if not 0 < alpha_min < floor:
-            raise ValueError(
-                f"alpha_min={alpha_min} must lie in (0, {floor:.4f}) so that "
-                f"kernels at the band edge reject DC by {dc_rejection_db} dB"
+        if not alpha_min > 0:
+            raise ValueError(f"alpha_min must be positive, got {alpha_min}")
+        try:
+            self.omega_low, self.omega_high = centre_range(
+                alpha_min, patch_t, dc_rejection_db
             )
+        except ValueError as err:
+            raise ValueError(f"LambdaEncoder: {err} (check `alpha_min`)") from None
         self.alpha_min = alpha_min
         self.temporal = nn.Conv1d(
             num_modes,
@@ -121,8 +145,11 @@ class LambdaEncoder(nn.Module):
         nn.init.normal_(self.mlp_out.weight, std=0.01)
         H = self.num_modes
         lo, hi = self.omega_low, self.omega_high
+        band_lo, band_hi = self.band
         centres = torch.logspace(
-            math.log10(lo * 1.15), math.log10(hi * 0.9), H
+            math.log10(max(band_lo * 1.15, lo * 1.01)),
+            math.log10(min(band_hi * 0.9, hi * 0.99)),
+            H,
         )
         frac = (centres - lo) / (hi - lo)
         with torch.no_grad():
@@ -130,7 +157,7 @@ class LambdaEncoder(nn.Module):
             self.mlp_out.bias[H:] = 0.0
 
     def constrain(self, omega_logit, alpha_logit):
-        """Maps raw outputs to ``(alpha, omega)`` inside the alias-prone band.
+        """Maps raw outputs (any finite value) to ``(alpha, omega)`` that keep the promises.
 
         Example
         -------
@@ -141,7 +168,7 @@ class LambdaEncoder(nn.Module):
         """
         lo, hi = self.omega_low, self.omega_high
         omega = lo + (hi - lo) * torch.sigmoid(omega_logit)
-        top = self.max_alpha(omega)
+        top = self.max_alpha(omega).clamp_min(self.alpha_min)
         alpha = self.alpha_min + (top - self.alpha_min) * torch.sigmoid(
             alpha_logit
         )
@@ -149,17 +176,22 @@ class LambdaEncoder(nn.Module):
 
     def max_alpha(self, omega):
         """Largest decay allowed at ``omega`` (see :func:`alpha_max`)."""
-        return alpha_max(omega, self.dc_rejection_db)
+        return alpha_max(omega, self.dc_rejection_db, patch_t=self.patch_t)
 
-    def forward(self, v, valid_frames=None):
+    def forward(self, v, valid_frames=None, keep=None):
         """Estimates kernel parameters.
 
         Arguments
         ---------
         v : torch.Tensor
-            ``[B, S, H, T]`` mode signals (zero beyond the real frames).
+            ``[B, S, H, T]`` mode signals (zero beyond the real frames and at
+            frames not present).
         valid_frames : torch.Tensor, optional
             ``[B]`` real frames per clip.
+        keep : torch.Tensor, optional
+            ``[B, S, 1, T]`` (or broadcastable) mask of the frames present
+            per subband; the statistics count only those (a masked view's
+            hidden patches are absent, not zeros in the average).
 
         Returns
         -------
@@ -174,7 +206,10 @@ class LambdaEncoder(nn.Module):
             h = self.act(self.temporal(v.reshape(B * S, H, T)))
             h = h.view(B, S, H, T)
             stats = torch.cat(
-                [*masked_mean_std(h, valid_frames), *masked_mean_std(v, valid_frames)],
+                [
+                    *masked_mean_std(h, valid_frames, keep),
+                    *masked_mean_std(v, valid_frames, keep),
+                ],
                 dim=-1,
             )  # [B, S, 4H]
             z = self.act(self.mlp_in(stats) + self.subband_embed)

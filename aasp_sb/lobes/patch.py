@@ -11,6 +11,7 @@ from torch import nn
 
 from aasp_sb.features import frame_lengths
 from aasp_sb.lobes.layers import xavier_conv_init
+from aasp_sb.masking import gather_tokens
 
 
 def as_pair(size, name="patch_size"):
@@ -194,3 +195,32 @@ class PatchEmbed(nn.Module):
         self.check_input(x)
         x, _ = prepare_frames(x, lengths, self.patch_size[1])
         return self.patchify(x)
+
+    def forward_views(self, x, visible, lengths=None):
+        """Tokens of the visible patches of every masked view: ``[B*M, Nv, D]``.
+
+        The plain stem is local to its patch, so running it once per clip and
+        gathering the visible tokens computes each view's tokens from its
+        visible patches only (stems that are not local override this).
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[B, T, F]`` normalised log-mel.
+        visible : torch.Tensor
+            ``[B, M, Nv]`` visible token indices per view.
+        lengths : torch.Tensor, optional
+            ``[B]`` relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            Row ``b*M + m`` holds view ``m`` of clip ``b``.
+
+        Example
+        -------
+        >>> stem = PatchEmbed(n_mels=80, patch_size=16, embed_dim=8)
+        >>> stem.forward_views(torch.randn(2, 64, 80), torch.zeros(2, 3, 5, dtype=torch.long)).shape
+        torch.Size([6, 5, 8])
+        """
+        return gather_tokens(self(x, lengths), visible)

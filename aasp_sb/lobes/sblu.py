@@ -19,8 +19,10 @@ kernel tensor, O(T log T), exact gradients in alpha and omega);
 :func:`sblu_direct` is a time-domain reference used only by the tests.
 
 :func:`alpha_max` gives, for each centre frequency, the largest decay whose
-response stays ``dc_rejection_db`` below the peak at DC, so every kernel the
-Lambda encoder can emit keeps its pass-band inside the alias-prone band.
+kernel keeps its promises (DC and the mirror ``-omega`` at least
+``dc_rejection_db`` below the peak, the -3 dB band inside the alias-prone
+band), and :func:`centre_range` the centre frequencies where the narrowest
+kernel can keep them: together they bound what the Lambda encoder emits.
 """
 
 import math
@@ -74,13 +76,61 @@ def sblu_response(alpha, omega, theta):
     )
 
 
-def alpha_max(omega, dc_rejection_db=23.0):
-    """Largest decay whose response at DC is ``dc_rejection_db`` below the peak.
+def decay_bound(distance, rejection_db):
+    """Largest decay whose response ``distance`` rad away from ``omega`` is ``rejection_db`` down.
 
-    Solves ``K(0) = 10**(-dB/20)`` for ``r``: with ``g = 10**(-dB/20)`` and
-    ``c = 2 g (1 - cos omega) / (1 - g)``, ``(1 - r)**2 / r = c`` gives
-    ``r = ((2 + c) - sqrt((2 + c)**2 - 4)) / 2``. Any smaller alpha rejects DC
-    more. Differentiable in ``omega``.
+    ``K`` depends on the offset ``d = theta - omega`` only through
+    ``sin(d / 2)**2``: with ``c = (1 - r)**2 / r = 4 sinh(alpha / 2)**2``,
+    ``K(d) = c / (c + 4 sin(d / 2)**2)``. Solving ``K(d) = g`` with
+    ``g = 10**(-dB / 20)`` gives ``alpha = 2 asinh(sqrt(g / (1 - g)) |sin(d / 2)|)``,
+    and any smaller alpha (a longer, narrower kernel) puts ``d`` further down.
+    Numerically stable for small offsets and differentiable.
+
+    Arguments
+    ---------
+    distance : torch.Tensor
+        Offset(s) from the centre frequency, rad/frame.
+    rejection_db : float
+        Required attenuation there, magnitude dB (positive).
+
+    Returns
+    -------
+    torch.Tensor
+        The bound, same shape as ``distance``.
+
+    Example
+    -------
+    >>> a = decay_bound(torch.tensor(0.5), 3.0)
+    >>> k = sblu_response(a, torch.tensor(1.0), torch.tensor(1.5))
+    >>> round(20 * torch.log10(k).item(), 4)
+    -3.0
+    """
+    g = 10.0 ** (-rejection_db / 20.0)
+    scale = math.sqrt(g / (1.0 - g))
+    return 2 * torch.asinh(scale * torch.sin(distance / 2).abs())
+
+
+def alpha_max(
+    omega,
+    dc_rejection_db=23.0,
+    patch_t=None,
+    mirror_rejection_db=None,
+    edge_db=3.0,
+):
+    """Largest decay that keeps every promise of the kernel at ``omega``.
+
+    The promises (each a :func:`decay_bound`, the bound is their minimum):
+
+    - DC is ``dc_rejection_db`` below the peak (offset ``omega``);
+    - with ``patch_t``: the mirror frequency ``-omega`` is
+      ``mirror_rejection_db`` below the peak (offset ``2 omega``, which wraps
+      onto the pass-band near pi, so the one-sided "analytic" property needs
+      it), and the ``edge_db`` (-3 dB) band lies inside the alias-prone band
+      ``[pi / patch_t, pi]`` (offsets ``omega - pi / patch_t`` and
+      ``pi - omega``).
+
+    Without ``patch_t`` only the DC promise is applied (the original bound).
+    Outside the range where a kernel can keep them all the bound falls to 0.
 
     Arguments
     ---------
@@ -88,6 +138,12 @@ def alpha_max(omega, dc_rejection_db=23.0):
         Centre frequencies (rad/frame).
     dc_rejection_db : float
         Required attenuation at DC relative to the peak (magnitude dB).
+    patch_t : int, optional
+        Patch width; enables the mirror and band-edge promises.
+    mirror_rejection_db : float, optional
+        Attenuation at ``-omega`` (default: ``dc_rejection_db``).
+    edge_db : float
+        The pass-band edge kept inside the band (3 dB: the half-power band).
 
     Returns
     -------
@@ -101,11 +157,79 @@ def alpha_max(omega, dc_rejection_db=23.0):
     >>> k0 = sblu_response(a, w, torch.tensor(0.0))
     >>> round(20 * torch.log10(k0).item(), 3)
     -20.0
+    >>> w = torch.tensor(3.0)
+    >>> a = alpha_max(w, 20.0, patch_t=16)
+    >>> k_mirror = sblu_response(a, w, -w)
+    >>> round(20 * torch.log10(k_mirror).item(), 3)
+    -20.0
     """
-    g = 10.0 ** (-dc_rejection_db / 20.0)
-    c = 2 * g * (1 - torch.cos(omega)) / (1 - g)
-    r = ((2 + c) - torch.sqrt((2 + c) ** 2 - 4)) / 2
-    return -torch.log(r)
+    bound = decay_bound(omega, dc_rejection_db)
+    if patch_t is None:
+        return bound
+    mirror_db = dc_rejection_db if mirror_rejection_db is None else mirror_rejection_db
+    lo, hi = alias_band(patch_t)
+    bound = torch.minimum(bound, decay_bound(2 * omega, mirror_db))
+    below = decay_bound((omega - lo).clamp_min(0.0), edge_db)
+    above = decay_bound((hi - omega).clamp_min(0.0), edge_db)
+    return torch.minimum(bound, torch.minimum(below, above))
+
+
+def centre_range(alpha_min, patch_t, dc_rejection_db=23.0, mirror_rejection_db=None, edge_db=3.0):
+    """Centre frequencies at which a kernel of decay ``alpha_min`` keeps every promise.
+
+    The narrowest kernel (``alpha_min``) still has a -3 dB half-width and
+    side lobes, so ``omega`` cannot reach the band's edges: this returns the
+    closed interval ``[omega_lo, omega_hi]`` inside ``(pi / patch_t, pi)`` on
+    which :func:`alpha_max` is at least ``alpha_min`` (shrunk by one part in
+    10^4 of the band so that float32 rounding never crosses a promise).
+
+    Arguments
+    ---------
+    alpha_min : float
+        Smallest decay the kernels use.
+    patch_t : int
+        Patch width in frames.
+    dc_rejection_db, mirror_rejection_db, edge_db : float
+        As in :func:`alpha_max`.
+
+    Returns
+    -------
+    tuple of float
+        ``(omega_lo, omega_hi)``.
+
+    Raises
+    ------
+    ValueError
+        When no centre frequency can keep the promises with ``alpha_min``.
+
+    Example
+    -------
+    >>> lo, hi = centre_range(0.02, 16)
+    >>> round(lo, 3), round(hi, 3)
+    (0.209, 3.105)
+    """
+    mirror_db = dc_rejection_db if mirror_rejection_db is None else mirror_rejection_db
+    lo, hi = alias_band(patch_t)
+
+    def offset(db):  # smallest offset whose decay_bound reaches alpha_min
+        g = 10.0 ** (-db / 20.0)
+        s = math.sinh(alpha_min / 2) / math.sqrt(g / (1.0 - g))
+        if s >= 1.0:
+            return math.inf
+        return 2 * math.asin(s)
+
+    edge, dc, mirror = offset(edge_db), offset(dc_rejection_db), offset(mirror_db)
+    omega_lo = max(lo + edge, dc, mirror / 2)
+    omega_hi = min(hi - edge, math.pi - mirror / 2)
+    pad = 1e-4 * (hi - lo)
+    omega_lo, omega_hi = omega_lo + pad, omega_hi - pad
+    if not omega_lo < omega_hi:
+        raise ValueError(
+            f"alpha_min={alpha_min} is too large for patch width {patch_t}: no "
+            "centre frequency keeps the kernel's -3 dB band inside the "
+            "alias-prone band with the required DC and mirror rejection"
+        )
+    return omega_lo, omega_hi
 
 
 def next_fast_len(n):

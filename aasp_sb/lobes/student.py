@@ -14,6 +14,8 @@ from torch import nn
 
 from aasp_sb.masking import gather_tokens
 
+STEM_INPUTS = ("view", "clip")
+
 
 class StudentOutput(NamedTuple):
     """What :class:`MaskedStudent` returns.
@@ -34,7 +36,7 @@ class MaskedStudent(nn.Module):
     Arguments
     ---------
     encoder : AudioViT
-        The student encoder (its stem runs once per clip).
+        The student encoder.
     predictor : CrossAttentionPredictor
         Predicts masked tokens from the visible ones.
     contrastive_head : torch.nn.Module, optional
@@ -44,6 +46,10 @@ class MaskedStudent(nn.Module):
         freezes its parameters, so a run without the contrastive term
         (``contrastive_weight: 0``) neither pays for the projection nor leaves
         DDP with parameters that get no gradient.
+    stem_input : str
+        ``"view"`` (default): each view's stem input holds only its visible
+        patches. ``"clip"``: the stem sees the whole clip (leaks masked
+        content through AaPE; ablation only).
 
     Example
     -------
@@ -65,9 +71,19 @@ class MaskedStudent(nn.Module):
     """
 
     def __init__(
-        self, encoder, predictor, contrastive_head=None, use_contrastive_head=True
+        self,
+        encoder,
+        predictor,
+        contrastive_head=None,
+        use_contrastive_head=True,
+        stem_input="view",
     ):
         super().__init__()
+        if stem_input not in STEM_INPUTS:
+            raise ValueError(
+                f"student_stem_input must be one of {STEM_INPUTS}, got {stem_input!r}"
+            )
+        self.stem_input = stem_input
         self.encoder = encoder
         self.predictor = predictor
         self.contrastive_head = contrastive_head
@@ -81,6 +97,16 @@ class MaskedStudent(nn.Module):
         """Tokens per clip for ``num_frames`` input frames, and the grid."""
         grid = self.encoder.stem.grid(num_frames)
         return grid[0] * grid[1], grid
+
+    def visible_tokens(self, feats, visible):
+        """Stem tokens (with positions) of every view's visible patches ``[B*M, Nv, D]``."""
+        if self.stem_input == "clip":  # leaks masked content through AaPE (ablation)
+            tokens, _, _ = self.encoder.embed(feats)
+            return gather_tokens(tokens, visible)
+        stem = self.encoder.stem
+        tokens = stem.forward_views(feats, visible)
+        pos = self.encoder.positions(stem.grid(feats.shape[1]))
+        return tokens + pos[visible.flatten(0, 1)].to(tokens.dtype)
 
     def forward(self, feats, visible, masked):
         """Runs the student on all views.
@@ -98,9 +124,9 @@ class MaskedStudent(nn.Module):
         -------
         StudentOutput
         """
-        tokens, _, grid = self.encoder.embed(feats)
         B, M = visible.shape[:2]
-        context, _ = self.encoder.encode(gather_tokens(tokens, visible))
+        context, _ = self.encoder.encode(self.visible_tokens(feats, visible))
+        grid = self.encoder.stem.grid(feats.shape[1])
         pred = self.predictor(
             context, visible.flatten(0, 1), masked.flatten(0, 1), grid
         )
