@@ -2,7 +2,8 @@
 
 M2D-style: no CLS token, fixed sine-cosine position embeddings, SDPA attention
 with key-padding masks. Inputs longer than the training length are encoded in
-``max_frames`` chunks concatenated along time.
+``max_frames`` chunks concatenated along time; as in M2D's runtime, the last,
+shorter chunk is encoded at its own length (trimmed positions), not padded.
 """
 
 from typing import List, NamedTuple, Optional, Tuple
@@ -79,6 +80,15 @@ class AudioViT(nn.Module):
         Training input length in frames; longer inputs are chunked.
     drop_path : float
         Stochastic depth at the last block (linearly increasing).
+    long_inputs : str
+        Inputs longer than ``max_frames``: ``"chunk"`` (default) encodes
+        ``max_frames`` chunks separately and concatenates them (no attention
+        across chunks); ``"extend"`` encodes the whole clip as one sequence
+        with the sin-cos positions computed for the wider grid, as M2D's
+        fine-tuning does for AS-20K (1001 frames) and VoxCeleb1 (821; EVAR
+        ``dur_frames``). The first ``max_frames`` columns of the extended
+        table equal the training table (sin-cos positions depend on the
+        column index only).
 
     Example
     -------
@@ -91,7 +101,12 @@ class AudioViT(nn.Module):
     torch.Size([2, 13, 160])
     >>> enc.clip_embedding(out).shape
     torch.Size([2, 32])
+    >>> ext = AudioViT(PatchEmbed(80, 16, 32), 32, 2, 4, max_frames=96, long_inputs="extend")
+    >>> ext(torch.randn(2, 200, 80)).grid
+    (5, 13)
     """
+
+    LONG_INPUTS = ("chunk", "extend")
 
     def __init__(
         self,
@@ -102,8 +117,14 @@ class AudioViT(nn.Module):
         mlp_ratio=4.0,
         max_frames=608,
         drop_path=0.0,
+        long_inputs="chunk",
     ):
         super().__init__()
+        if long_inputs not in self.LONG_INPUTS:
+            raise ValueError(
+                f"long_inputs must be one of {self.LONG_INPUTS}, got {long_inputs!r}"
+            )
+        self.long_inputs = long_inputs
         if stem.embed_dim != embed_dim:
             raise ValueError(
                 f"stem embed_dim={stem.embed_dim} differs from encoder "
@@ -151,6 +172,10 @@ class AudioViT(nn.Module):
         """Position embeddings ``[Fp*Tp, D]`` for a grid no wider than the training one."""
         Fp, Tp = grid
         Fmax, Tmax = self.stem.grid(self.max_frames)
+        if Tp > Tmax and Fp == Fmax and self.long_inputs == "extend":
+            return sincos_pos_embed_2d(self.embed_dim, Fp, Tp).to(
+                self.pos_embed.device
+            )
         if Tp > Tmax or Fp != Fmax:
             raise ValueError(
                 f"grid {grid} exceeds the position table {(Fmax, Tmax)}; "
@@ -164,7 +189,8 @@ class AudioViT(nn.Module):
         Arguments
         ---------
         x : torch.Tensor
-            ``[B, T, F]`` normalised log-mel, ``T <= max_frames``.
+            ``[B, T, F]`` normalised log-mel, ``T <= max_frames`` (any ``T``
+            with ``long_inputs="extend"``).
         lengths : torch.Tensor, optional
             ``[B]`` relative lengths.
 
@@ -202,6 +228,8 @@ class AudioViT(nn.Module):
         layers : list of torch.Tensor or None
         """
         layers = [] if return_layers else None
+        if mask is not None and not torch.compiler.is_compiling() and bool(mask.all()):
+            mask = None  # nothing to mask: let SDPA take its fastest (mask-free) path
         for blk in self.blocks:
             tokens = blk(tokens, key_padding_mask=mask)
             if return_layers:
@@ -235,39 +263,61 @@ class AudioViT(nn.Module):
                 f"max_frames={self.max_frames}"
             )
         B, T, F = x.shape
-        if T <= chunk:
+        one_sequence = self.long_inputs == "extend" and chunk_frames is None
+        if T <= chunk or one_sequence:
             tokens, mask, grid = self.embed(x, lengths)
             tokens, layers = self.encode(tokens, mask, return_layers)
             return EncoderOutput(tokens, mask, grid, layers)
         return self._forward_chunked(x, lengths, return_layers, chunk)
 
+    def _encode_chunks(self, xc, valid, return_layers):
+        """Encodes ``[N, L, F]`` chunks with ``valid`` real frames each (mask only if needed)."""
+        lengths = None
+        if bool((valid < xc.shape[1]).any()):
+            lengths = valid.clamp_min(1).float() / xc.shape[1]
+        tokens, mask, grid = self.embed(xc, lengths)
+        tokens, layers = self.encode(tokens, mask, return_layers)
+        return tokens, layers, grid
+
     def _forward_chunked(self, x, lengths, return_layers, chunk):
+        """Full ``chunk``-frame chunks in one batch, the shorter last chunk at its own length.
+
+        M2D's runtime does the same (the last chunk is encoded with trimmed
+        position embeddings, not padded to ``chunk`` frames), so no compute is
+        spent on padding a shorter chunk avoids. Chunks that hold no real
+        frame keep one (masked) frame so attention stays defined; chunks that
+        are all real frames run without an attention mask (SDPA's fastest
+        path).
+        """
         B, T, F = x.shape
         C = -(-T // chunk)
+        pt = self.patch_size[1]
         valid = frame_lengths(lengths, T)
         if valid is None:
             valid = torch.full((B,), T, device=x.device, dtype=torch.long)
-        x = nn.functional.pad(x, (0, 0, 0, C * chunk - T))
-        xc = x.view(B, C, chunk, F).reshape(B * C, chunk, F)
         starts = torch.arange(C, device=x.device) * chunk
         chunk_valid = (valid[:, None] - starts[None, :]).clamp(0, chunk)  # [B, C]
-        # an all-padding chunk still needs one frame to keep attention defined
-        chunk_lens = chunk_valid.clamp_min(1).reshape(-1).float() / chunk
-        tokens, mask, grid = self.embed(xc, chunk_lens)
-        tokens, layers = self.encode(tokens, mask, return_layers)
-        Fp, Tpc = grid
-        Tp = -(-T // self.patch_size[1])
+        full_frames = (C - 1) * chunk
+        head = x[:, :full_frames].reshape(B * (C - 1), chunk, F)
+        tok_h, lay_h, (Fp, Tpc) = self._encode_chunks(
+            head, chunk_valid[:, :-1].reshape(-1), return_layers
+        )
+        tail = x[:, full_frames:]
+        tok_t, lay_t, (_, Tpl) = self._encode_chunks(
+            tail, chunk_valid[:, -1].clamp_max(tail.shape[1]), return_layers
+        )
+        Tp = -(-T // pt)
 
-        def merge(t):
-            t = t.view(B, C, Fp, Tpc, *t.shape[2:]).transpose(1, 2)
-            t = t.reshape(B, Fp, C * Tpc, *t.shape[4:])[:, :, :Tp]
-            return t.reshape(B, Fp * Tp, *t.shape[3:])
+        def merge(h, t):
+            h = h.view(B, C - 1, Fp, Tpc, -1).transpose(1, 2).reshape(B, Fp, -1, h.shape[-1])
+            t = t.view(B, Fp, Tpl, -1)
+            return torch.cat([h, t], dim=2).reshape(B, Fp * Tp, -1)
 
-        full_mask = token_mask(valid, (Fp, Tp), self.patch_size[1])
-        if lengths is None:
-            full_mask = None
-        layers = [merge(t) for t in layers] if layers is not None else None
-        return EncoderOutput(merge(tokens), full_mask, (Fp, Tp), layers)
+        full_mask = token_mask(valid, (Fp, Tp), pt) if lengths is not None else None
+        layers = None
+        if return_layers:
+            layers = [merge(h, t) for h, t in zip(lay_h, lay_t)]
+        return EncoderOutput(merge(tok_h, tok_t), full_mask, (Fp, Tp), layers)
 
     @staticmethod
     def frame_features(out):
