@@ -24,7 +24,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff>=0.4"],
+        # nnAudio: tests/test_frontend.py checks the front end against M2D's own
+        "dev": ["pytest>=7", "ruff>=0.4", "nnAudio>=0.3"],
         "plots": ["matplotlib>=3.5"],
     },
     entry_points={

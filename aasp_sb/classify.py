@@ -28,7 +28,7 @@ from torch import nn
 from aasp_sb.brains.finetune import pool_output
 from aasp_sb.checkpoints import safe_torch_load
 from aasp_sb.data.audio import load_audio
-from aasp_sb.pretrained import load_state
+from aasp_sb.pretrained import load_state, pin_legacy_front_end
 
 TASK_FILE = "task.json"
 
@@ -170,6 +170,7 @@ class AudioClassifier(nn.Module):
         if not hp_file.is_file():
             hp_file = folder.parent / "hyperparams.yaml"
         text = hp_file.read_text(encoding="utf-8")
+        text, _ = pin_legacy_front_end(text, hp_file)  # runs made before mel_scale
         overrides = {
             "split_folder": str(folder),
             "num_classes": len(task["classes"]),

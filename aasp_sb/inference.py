@@ -18,9 +18,12 @@ Outputs (DESIGN.md section 3):
 
 - :meth:`AaSPEncoder.encode_batch`: frame-level features ``[B, T', Fp*D]``,
   one vector per patch column (16 frames = 160 ms), ``(f t) d -> t (f d)``;
-- :meth:`AaSPEncoder.embed_batch`: clip embeddings ``[B, Fp*D]``, the mean of
+- :meth:`AaSPEncoder.embed_batch` (also named
+  :meth:`~AaSPEncoder.frame_mean_embeddings`): clip embeddings ``[B, Fp*D]``, the mean of
   the frame features over the clip's real frames (``"mean+max"`` appends the
-  max, ``[B, 2*Fp*D]``), as M2D's linear evaluation does.
+  max, ``[B, 2*Fp*D]``), as M2D's linear evaluation does;
+- :meth:`AaSPEncoder.token_mean_embeddings`: ``[B, D]``, the mean of the
+  final tokens (the encoder's ``clip_embedding``).
 
 **Batch independence.** The log-mel of every clip is computed at its true
 length (the centred STFT would otherwise see the zero padding in its last
@@ -55,6 +58,7 @@ from aasp_sb.pretrained import (
     find_hparams,
     load_pretrained,
     load_state,
+    pin_legacy_front_end,
 )
 
 logger = logging.getLogger(__name__)
@@ -201,8 +205,10 @@ class AaSPEncoder(Pretrained):
     >>> wavs = torch.randn(2, 16000)
     >>> model.encode_batch(wavs).shape
     torch.Size([2, 7, 160])
-    >>> model.embed_batch(wavs, torch.tensor([1.0, 0.5])).shape
+    >>> model.embed_batch(wavs, torch.tensor([1.0, 0.5])).shape  # [B, Fp*D]
     torch.Size([2, 160])
+    >>> model.token_mean_embeddings(wavs).shape  # [B, D]
+    torch.Size([2, 32])
     >>> model.embedding_size(layer=[-1, 0], pooling="mean+max")
     640
     """
@@ -536,7 +542,14 @@ class AaSPEncoder(Pretrained):
         return (frames, mask) if return_mask else frames
 
     def embed_batch(self, wavs, wav_lens=None, layer=-1, pooling="mean"):
-        """Clip embeddings: frame features pooled over each clip's real frames.
+        """Clip embeddings ``[B, Fp*D]``: frame features pooled over real frames.
+
+        Also available as :meth:`frame_mean_embeddings`, the name that says
+        what it is. Each frame feature stacks the ``Fp`` frequency rows of a
+        patch column (``Fp * D``: 5 x 768 = 3840 for the base model), so this
+        is **not** the ``[B, D]`` token mean of
+        :meth:`~aasp_sb.lobes.encoder.AudioViT.clip_embedding` (see
+        :meth:`token_mean_embeddings`); M2D's linear evaluation uses this one.
 
         Arguments
         ---------
@@ -552,10 +565,39 @@ class AaSPEncoder(Pretrained):
         Returns
         -------
         torch.Tensor
-            ``[B, D]`` float32, ``D = embedding_size(layer, pooling)``.
+            ``[B, embedding_size(layer, pooling)]`` float32: ``Fp * D`` per
+            layer, twice that with ``"mean+max"``.
         """
         frames, mask = self.encode_batch(wavs, wav_lens, layer, return_mask=True)
         return pool_frames(frames, mask, pooling)
+
+    #: :meth:`embed_batch` under the name that says what it returns.
+    frame_mean_embeddings = embed_batch
+
+    @torch.no_grad()
+    def token_mean_embeddings(self, wavs, wav_lens=None):
+        """Clip embeddings ``[B, D]``: the final tokens averaged over the clip.
+
+        The encoder's :meth:`~aasp_sb.lobes.encoder.AudioViT.clip_embedding`
+        (what :mod:`aasp_sb.analysis.stability` compares), unlike the
+        ``[B, Fp*D]`` :meth:`frame_mean_embeddings`.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[B, S]`` waveforms at :attr:`sample_rate`.
+        wav_lens : torch.Tensor, optional
+            ``[B]`` relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, D]`` float32.
+        """
+        feats, lengths = self.compute_features(wavs, wav_lens)
+        with self.inference_ctx:
+            out = self.encoder(feats, lengths)
+        return AudioViT.clip_embedding(out).float()
 
     def forward(self, wavs, wav_lens=None):
         """Same as :meth:`embed_batch` with the defaults."""
@@ -665,6 +707,7 @@ def inference_yaml(hparams_file, overrides=None, note=""):
     str
     """
     text = pathlib.Path(hparams_file).read_text(encoding="utf-8")
+    text, _ = pin_legacy_front_end(text, hparams_file)  # runs made before mel_scale
     merged = {}
     if "!PLACEHOLDER" in text:
         merged["data_folder"] = "unused"
@@ -675,7 +718,7 @@ def inference_yaml(hparams_file, overrides=None, note=""):
     out = CommentedMap()
     for key in INFO_KEYS:
         value = doc.get(key)
-        if isinstance(value, (int, float, str, bool)):
+        if value is None and key in doc or isinstance(value, (int, float, str, bool)):
             out[key] = value
     for key in ("compute_features", "encoder"):
         if key not in doc:

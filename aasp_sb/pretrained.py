@@ -10,10 +10,20 @@ used downstream as M2D does) and ``teacher.ckpt`` (the EMA teacher).
 up) a ``hyperparams.yaml`` is found. Weights are read with
 ``torch.load(weights_only=True)``; a checkpoint from another architecture
 gives one error naming the file and the mismatching keys.
+
+Front end: a model is always embedded with the front end it was trained
+with. Run YAMLs record it (top-level ``mel_scale`` / ``mel_norm``, passed to
+:class:`aasp_sb.features.LogMel`). A run made before these keys existed was
+trained with torchaudio's defaults (HTK mel scale, no filter normalisation,
+:data:`aasp_sb.features.LEGACY_FRONT_END`), not M2D's: :func:`load_yaml`
+recognises such a YAML (no ``mel_scale`` key anywhere, see
+:func:`pin_legacy_front_end`), builds its ``LogMel`` with those settings and
+logs one INFO line saying so.
 """
 
 import logging
 import pathlib
+import re
 from typing import NamedTuple
 
 import torch
@@ -21,17 +31,20 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.checkpoints import Checkpointer
 
 from aasp_sb.checkpoints import safe_torch_load
+from aasp_sb.features import LEGACY_FRONT_END
 
 logger = logging.getLogger(__name__)
 
 WHICH = {"student": "encoder.ckpt", "teacher": "teacher.ckpt"}
 
-#: Top-level keys of a pre-training YAML that define the model; the
-#: fine-tuning YAMLs have the same keys (plus ``max_frames``, ``norm_mean``
-#: and ``norm_std``, read from the built modules).
+#: Top-level keys of a pre-training YAML that define the model (front end
+#: included); the fine-tuning YAMLs have the same keys (plus ``max_frames``,
+#: ``norm_mean`` and ``norm_std``, read from the built modules).
 ARCH_KEYS = (
     "sample_rate",
     "n_mels",
+    "mel_scale",
+    "mel_norm",
     "use_aape",
     "embed_dim",
     "depth",
@@ -216,4 +229,117 @@ def load_yaml(path, overrides=None):
     for key in ("encoder", "compute_features"):
         if not any(line.startswith(f"{key}:") for line in text.splitlines()):
             raise ValueError(f"{path} has no top-level `{key}` key")
+    text, legacy = pin_legacy_front_end(text, path)
+    if legacy:
+        logger.info(
+            "%s has no `mel_scale` key (made before the M2D front end): building its "
+            "LogMel with the settings it was trained with (mel_scale=%r, mel_norm=%r); "
+            "if it was trained with the M2D front end, add `mel_scale: slaney` and "
+            "`mel_norm: slaney` to it",
+            path,
+            LEGACY_FRONT_END["mel_scale"],
+            LEGACY_FRONT_END["mel_norm"],
+        )
     return load_hyperpyyaml(text, merged or None)
+
+
+LOGMEL_TAG = "!new:aasp_sb.features.LogMel"
+_LOGMEL_NODE = re.compile(
+    r"^(?P<indent> *)[^\s#][^:#]*:\s*" + re.escape(LOGMEL_TAG) + r"\s*(#.*)?$"
+)
+_TOP_FRONT_END_KEY = re.compile(r"^(mel_scale|mel_norm)\s*:", re.MULTILINE)
+_FIRST_TOP_KEY = re.compile(r"^[^\s#%-]", re.MULTILINE)
+
+
+def pin_legacy_front_end(text, source="the YAML"):
+    r"""Makes a YAML from before the M2D front end build the front end it was trained with.
+
+    A YAML is taken to predate the M2D front end when it has no top-level
+    ``mel_scale`` / ``mel_norm`` key and none of its
+    ``!new:aasp_sb.features.LogMel`` nodes passes ``mel_scale`` or
+    ``mel_norm``: it was run when ``LogMel`` had torchaudio's defaults. Then
+    the top-level keys of :data:`aasp_sb.features.LEGACY_FRONT_END` are added
+    (so the loaded hyper-parameters, fine-tuning overrides and exports carry
+    them) and every ``LogMel`` node gets ``mel_scale: !ref <mel_scale>`` and
+    ``mel_norm: !ref <mel_norm>``. Any other YAML is returned unchanged.
+
+    Arguments
+    ---------
+    text : str
+        YAML text (a run's ``hyperparams.yaml`` or a model YAML).
+    source : str or pathlib.Path
+        Named in the error message.
+
+    Returns
+    -------
+    tuple
+        ``(text, legacy)``: the (possibly) rewritten text and whether it was
+        a legacy YAML.
+
+    Raises
+    ------
+    ValueError
+        When a legacy YAML builds ``LogMel`` in a form other than a block
+        mapping (the settings cannot be added safely).
+
+    Example
+    -------
+    >>> old = "n_mels: 80\nfe: !new:aasp_sb.features.LogMel\n    n_mels: !ref <n_mels>\n"
+    >>> new, legacy = pin_legacy_front_end(old)
+    >>> legacy
+    True
+    >>> from hyperpyyaml import load_hyperpyyaml
+    >>> fe = load_hyperpyyaml(new)["fe"]
+    >>> fe.mel_scale, fe.mel_norm
+    ('htk', None)
+    >>> pin_legacy_front_end(new)[1]  # already pinned
+    False
+    >>> pin_legacy_front_end("mel_scale: slaney\n" + old)[1]
+    False
+    """
+    if LOGMEL_TAG not in text or _TOP_FRONT_END_KEY.search(text):
+        return text, False
+    lines = text.splitlines()
+    nodes = []  # (header line index, child indent)
+    for i, line in enumerate(lines):
+        if LOGMEL_TAG not in line or line.lstrip().startswith("#"):
+            continue
+        match = _LOGMEL_NODE.match(line)
+        if match is None:
+            raise ValueError(
+                f"{source}: cannot tell which front end this run used: it builds "
+                f"{LOGMEL_TAG} without `mel_scale` in a form other than a block mapping; "
+                "add `mel_scale: htk` and `mel_norm: null` (runs made before the M2D "
+                "front end) or `mel_scale: slaney` and `mel_norm: slaney` to its LogMel"
+            )
+        indent = len(match.group("indent"))
+        child_indent, explicit = None, False
+        for child in lines[i + 1 :]:
+            stripped = child.lstrip(" ")
+            if not stripped or stripped.startswith("#"):
+                continue
+            depth = len(child) - len(stripped)
+            if depth <= indent:
+                break
+            child_indent = depth if child_indent is None else child_indent
+            if depth == child_indent and re.match(r"(mel_scale|mel_norm)\s*:", stripped):
+                explicit = True
+        if explicit:
+            return text, False
+        nodes.append((i, child_indent if child_indent is not None else indent + 4))
+    for i, child_indent in reversed(nodes):
+        pad = " " * child_indent
+        lines[i + 1 : i + 1] = [
+            f"{pad}mel_scale: !ref <mel_scale>",
+            f"{pad}mel_norm: !ref <mel_norm>",
+        ]
+    first = _FIRST_TOP_KEY.search("\n".join(lines))
+    at = "\n".join(lines)[: first.start()].count("\n") if first else 0
+    norm = LEGACY_FRONT_END["mel_norm"]
+    lines[at:at] = [
+        "# Added on loading: this run predates the M2D front end "
+        "(aasp_sb.pretrained.pin_legacy_front_end)",
+        f"mel_scale: {LEGACY_FRONT_END['mel_scale']}",
+        f"mel_norm: {'null' if norm is None else norm}",
+    ]
+    return "\n".join(lines) + "\n", True
