@@ -18,8 +18,31 @@ parameter groups, the frozen teacher is kept out of the optimiser and in eval
 mode, a non-finite loss skips the update (optimiser and EMA untouched) and
 stops the run after ``nonfinite_patience`` in a row, checkpoint meta values
 are plain floats, and the lr schedule keeps per-group scales.
+
+Multi-GPU (``torchrun``, DDP):
+
+- training masks are seeded by ``(seed, epoch, step, rank)`` (:func:`mask_seed`):
+  ranks draw different masks, and a resume with the same world size draws the
+  same masks again. Validation / test masks depend on ``(seed, step)`` only:
+  SpeechBrain 1.1.2 does not shard the valid / test sets (every rank evaluates
+  all of it), so every rank sees the same masks and the reduced statistics
+  equal a single-process evaluation.
+- the non-finite skip is decided **collectively**, once per optimiser step:
+  before the backward of the micro-batch that synchronises gradients, the
+  ranks all-reduce how many of them met a non-finite loss in the current
+  accumulation window. If any did, **the whole window is dropped on every
+  rank** (all its micro-batches, including the finite ones): no optimiser
+  step, no lr or EMA step, gradients zeroed, one skipped step counted (and
+  logged) on every rank, so ``nonfinite_patience`` stops all ranks together.
+  Within a window a rank skips the backward of its own non-finite micro-batch
+  and of the rest of its window (those run under ``no_sync``: no collective,
+  safe); the synchronising backward itself still runs on every rank under DDP
+  (its gradients are then discarded), because a DDP forward that is not
+  followed by its backward leaves DDP's reducer waiting for gradient hooks,
+  which the next ``no_sync`` backward would then trigger.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -43,9 +66,122 @@ from aasp_sb.schedulers import param_groups
 logger = logging.getLogger(__name__)
 
 
-
 class NonFiniteLossError(RuntimeError):
     """Raised when too many consecutive steps had a non-finite loss."""
+
+
+def distributed_rank():
+    """The rank of this process in the default process group (0 when not distributed).
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> distributed_rank()
+    0
+    """
+    if is_distributed_initialized():
+        return int(torch.distributed.get_rank())
+    return 0
+
+
+def mask_seed(seed, epoch, step, rank=0, stage=sb.Stage.TRAIN):
+    """The seed of the masks drawn at one step.
+
+    Training masks depend on ``(seed, epoch, step, rank)``: the ranks of a
+    DDP run draw different masks, and a resumed run (same seed, same world
+    size; the epoch and step come back with the checkpoint) draws the same
+    masks again. Validation and test masks depend on ``(seed, step)`` only,
+    so they are the same every epoch and on every rank (SpeechBrain does not
+    shard the validation set: every rank evaluates all of it). The tuple is
+    hashed (BLAKE2b), so no two tuples share a seed by arithmetic accident.
+
+    Arguments
+    ---------
+    seed : int
+        The run's ``seed``.
+    epoch : int
+        Current epoch (1-based; 0 before the first).
+    step : int
+        SpeechBrain's batch counter within the stage (``Brain.step``).
+    rank : int
+        Process rank (:func:`distributed_rank`); ignored outside training.
+    stage : speechbrain.Stage
+        ``TRAIN``, ``VALID`` or ``TEST``.
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2**63)`` for ``torch.Generator.manual_seed``.
+
+    Example
+    -------
+    >>> a = mask_seed(1986, 1, 3, rank=0)
+    >>> a == mask_seed(1986, 1, 3, rank=0), a == mask_seed(1986, 1, 3, rank=1)
+    (True, False)
+    >>> mask_seed(1986, 1, 3, 0, sb.Stage.VALID) == mask_seed(1986, 2, 3, 1, sb.Stage.VALID)
+    True
+    """
+    if stage == sb.Stage.TRAIN:
+        key = ("train", int(seed), int(epoch), int(step), int(rank))
+    else:
+        key = (stage.name.lower(), int(seed), int(step))
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def parse_nonfinite_steps(value):
+    """Reads ``debug_nonfinite_steps``: where to force a non-finite loss (testing aid).
+
+    Arguments
+    ---------
+    value : list or None
+        ``[[rank, epoch, step], ...]``: at SpeechBrain's batch ``step``
+        (1-based, counted within the epoch) of ``epoch`` (1-based), the
+        training loss of process ``rank`` is replaced by NaN (still attached
+        to the graph, as a real overflow would be). ``None`` or ``[]``: off.
+
+    Returns
+    -------
+    set of tuple
+        ``{(rank, epoch, step), ...}``.
+
+    Raises
+    ------
+    ValueError
+        Naming the key, when an entry is not three non-negative integers.
+
+    Example
+    -------
+    >>> sorted(parse_nonfinite_steps([[1, 1, 2], [0, 2, 4]]))
+    [(0, 2, 4), (1, 1, 2)]
+    >>> parse_nonfinite_steps(None)
+    set()
+    >>> parse_nonfinite_steps([[1, 2]])
+    Traceback (most recent call last):
+    ...
+    ValueError: debug_nonfinite_steps entries must be [rank, epoch, step] (integers >= 0), got [1, 2]
+    """
+    if value is None:
+        return set()
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"debug_nonfinite_steps must be a list of [rank, epoch, step], got {value!r}"
+        )
+    out = set()
+    for entry in value:
+        ok = isinstance(entry, (list, tuple)) and len(entry) == 3 and all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in entry
+        )
+        if not ok:
+            raise ValueError(
+                "debug_nonfinite_steps entries must be [rank, epoch, step] "
+                f"(integers >= 0), got {entry!r}"
+            )
+        out.add(tuple(entry))
+    return out
 
 
 def check_pretrain_hparams(hparams):
@@ -96,6 +232,7 @@ def check_pretrain_hparams(hparams):
                 )
     if float(hparams.get("tau", 0.2)) <= 0:
         raise ValueError(f"tau must be positive, got {hparams['tau']}")
+    parse_nonfinite_steps(hparams.get("debug_nonfinite_steps"))
 
 
 class AaSPBrain(ScheduledBrain):
@@ -115,7 +252,17 @@ class AaSPBrain(ScheduledBrain):
     (steps between lines of ``metrics.jsonl``), ``train_logger``,
     ``epoch_counter``. SpeechBrain's run option ``nonfinite_patience``
     (YAML or ``--nonfinite_patience``) is the number of consecutive
-    non-finite losses after which the run stops.
+    dropped optimiser steps (non-finite losses) after which the run stops;
+    ``debug_nonfinite_steps`` (testing aid, see :func:`parse_nonfinite_steps`)
+    forces NaN losses at chosen ``(rank, epoch, step)``.
+
+    SpeechBrain's hooks ``on_fit_batch_start(batch, should_step)`` and
+    ``on_fit_batch_end(batch, outputs, loss, should_step)`` run around every
+    training micro-batch, as in ``Brain.fit_batch`` (``should_step``: the
+    micro-batch closes an accumulation window; ``self.window_dropped`` is
+    True in ``on_fit_batch_end`` when that window was dropped for a
+    non-finite loss). Masks come from :meth:`draw_masks`, which a subclass
+    can override (e.g. to record them).
 
     The batch must provide ``sig`` (fixed-length waveform crops, see
     :func:`aasp_sb.data.pipeline.pretrain_dataset`) or ``feats`` (log-mel
@@ -150,6 +297,10 @@ class AaSPBrain(ScheduledBrain):
         check_pretrain_hparams(vars(self.hparams))
         self.consecutive_nonfinite = 0
         self.skipped_steps = 0
+        self.forced_nonfinite = parse_nonfinite_steps(
+            getattr(self.hparams, "debug_nonfinite_steps", None)
+        )
+        self._reset_window()
         self._stage_sums = {}
         self._valid_embeddings = []
         super().on_fit_start()
@@ -167,35 +318,121 @@ class AaSPBrain(ScheduledBrain):
         self.ema_decay = self.hparams.ema_schedule(self.optimizer_step)
         self.modules.teacher.update(self.hparams.encoder, self.ema_decay)
 
+    # defaults for Brains driven without ``fit`` (benchmarks)
+    forced_nonfinite = frozenset()
+    window_dropped = False
+
     def fit_batch(self, batch):
-        """One (accumulated) step; a non-finite loss skips the update entirely."""
+        """One training micro-batch; the optimiser steps when it closes a window.
+
+        A non-finite loss on any rank drops the whole accumulation window on
+        every rank (module docstring); SpeechBrain's ``on_fit_batch_start`` /
+        ``on_fit_batch_end`` hooks are called as in ``Brain.fit_batch``.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            A training batch (``sig`` or ``feats``).
+
+        Returns
+        -------
+        torch.Tensor
+            The detached loss on the CPU (non-finite when it was).
+        """
         should_step = (self.step % self.grad_accumulation_factor) == 0
+        self.on_fit_batch_start(batch, should_step)
+        if not hasattr(self, "_window_micro_batches"):
+            self._reset_window()
+        self._window_micro_batches += 1
         with self.no_sync(not should_step):
             with self.training_ctx:
                 outputs = self.compute_forward(batch, sb.Stage.TRAIN)
                 loss = self.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+            loss = self.inject_nonfinite(loss)
             if not torch.isfinite(loss):
-                self._skip_nonfinite(batch)
-                return loss.detach().cpu()
-            self.consecutive_nonfinite = 0
-            self.scaler.scale(loss / self.grad_accumulation_factor).backward()
+                self._window_nonfinite = True
+                self._window_clips += list(getattr(batch, "id", []))
+            bad_ranks = self._ranks_with_nonfinite() if should_step else 0
+            if should_step:
+                # under DDP this backward carries the gradient all-reduce: every
+                # rank runs it (a dropped window's gradients are discarded below)
+                backward = bad_ranks == 0 or self._ddp_wrapped()
+            else:  # no_sync: local, safe to skip on this rank alone
+                backward = not self._window_nonfinite
+            if backward:
+                self.scaler.scale(loss / self.grad_accumulation_factor).backward()
+        self.window_dropped = bool(bad_ranks)
         if should_step:
-            self.optimizers_step()
-        self._log_step(outputs, loss)
+            if bad_ranks:
+                self._skip_nonfinite(bad_ranks)
+            else:
+                self.consecutive_nonfinite = 0
+                self.optimizers_step()
+                self._log_step(outputs, loss)
+            self._reset_window()
+        self.on_fit_batch_end(batch, outputs, loss, should_step)
         return loss.detach().cpu()
 
-    def _skip_nonfinite(self, batch):
+    def inject_nonfinite(self, loss):
+        """Testing aid: NaN loss at the ``(rank, epoch, step)`` of ``debug_nonfinite_steps``.
+
+        Arguments
+        ---------
+        loss : torch.Tensor
+            The training loss of the current micro-batch.
+
+        Returns
+        -------
+        torch.Tensor
+            ``loss``, or ``loss * nan`` (still attached to the graph).
+        """
+        if not self.forced_nonfinite:
+            return loss
+        epoch = int(getattr(self.hparams.epoch_counter, "current", 0))
+        where = (distributed_rank(), epoch, int(self.step))
+        if where not in self.forced_nonfinite:
+            return loss
+        logger.warning("debug_nonfinite_steps: NaN loss forced at (rank, epoch, step) %s", where)
+        return loss * float("nan")
+
+    def _reset_window(self):
+        self._window_nonfinite = False
+        self._window_clips = []
+        self._window_micro_batches = 0
+
+    def _ddp_wrapped(self):
+        return any(
+            isinstance(m, torch.nn.parallel.DistributedDataParallel)
+            for m in self.modules.values()
+        )
+
+    def _ranks_with_nonfinite(self):
+        """How many ranks met a non-finite loss in this window (one all-reduce under DDP)."""
+        if not is_distributed_initialized():
+            return int(self._window_nonfinite)
+        flag = torch.tensor([int(self._window_nonfinite)], device=self.device)
+        torch.distributed.all_reduce(flag)
+        return int(flag.item())
+
+    def _skip_nonfinite(self, bad_ranks):
+        """Drops the accumulation window on this rank (every rank calls it at the same step)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.consecutive_nonfinite += 1
         self.skipped_steps += 1
         patience = int(self.nonfinite_patience)
+        world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
         logger.warning(
-            "Non-finite loss at epoch %s step %d (clips %s): update skipped, "
-            "optimiser and teacher untouched (%d in a row)",
+            "Non-finite loss on %d of %d rank(s) in the accumulation window ending "
+            "at epoch %s step %d: its %d micro-batch(es) are dropped on every rank, "
+            "optimiser, lr and teacher untouched (%d in a row); this rank's "
+            "non-finite clips: %s",
+            bad_ranks,
+            world,
             getattr(self.hparams.epoch_counter, "current", "?"),
             self.step,
-            list(getattr(batch, "id", []))[:8],
+            self._window_micro_batches,
             self.consecutive_nonfinite,
+            self._window_clips[:8],
         )
         if self.consecutive_nonfinite >= patience:
             raise NonFiniteLossError(
@@ -206,13 +443,47 @@ class AaSPBrain(ScheduledBrain):
 
     # -------------------------------------------------------------- forward
     def mask_generator(self, stage):
-        """A generator seeded by (seed, epoch, step): same masks after a resume."""
-        epoch = getattr(self.hparams.epoch_counter, "current", 0)
-        offset = {sb.Stage.TRAIN: 0, sb.Stage.VALID: 1, sb.Stage.TEST: 2}[stage]
-        seed = (int(self.hparams.seed) * 1_000_003 + epoch * 10_007 + self.step) * 3
-        if stage != sb.Stage.TRAIN:
-            seed = int(self.hparams.seed) * 7 + self.step  # fixed masks for validation
-        return torch.Generator().manual_seed(seed + offset)
+        """A CPU generator seeded by :func:`mask_seed` (seed, epoch, step, rank).
+
+        Arguments
+        ---------
+        stage : speechbrain.Stage
+            Training masks differ per rank and step; validation / test masks
+            are fixed (same on every rank and every epoch).
+
+        Returns
+        -------
+        torch.Generator
+        """
+        epoch = getattr(self.hparams.epoch_counter, "current", 0) or 0
+        seed = mask_seed(self.hparams.seed, epoch, self.step, distributed_rank(), stage)
+        return torch.Generator().manual_seed(seed)
+
+    def draw_masks(self, batch_size, num_tokens, stage):
+        """The ``num_masks`` masks of every clip of the current batch.
+
+        Arguments
+        ---------
+        batch_size : int
+            Clips ``B``.
+        num_tokens : int
+            Tokens per clip ``N``.
+        stage : speechbrain.Stage
+            Selects the seed (:meth:`mask_generator`).
+
+        Returns
+        -------
+        visible, masked : torch.Tensor
+            Sorted token indices ``[B*M, Nv]`` and ``[B*M, Nm]`` (CPU), see
+            :func:`aasp_sb.masking.multi_mask`.
+        """
+        return multi_mask(
+            batch_size,
+            num_tokens,
+            int(self.hparams.num_masks),
+            self.hparams.mask_ratio,
+            generator=self.mask_generator(stage),
+        )
 
     def input_features(self, batch):
         """Normalised log-mel of a batch of waveforms (``sig``) or of shard crops (``feats``).
@@ -233,13 +504,7 @@ class AaSPBrain(ScheduledBrain):
         feats = self.input_features(batch)
         hp = self.hparams
         num_tokens, _ = unwrap_module(self.modules.student).num_tokens(feats.shape[1])
-        visible, masked = multi_mask(
-            feats.shape[0],
-            num_tokens,
-            int(hp.num_masks),
-            hp.mask_ratio,
-            generator=self.mask_generator(stage),
-        )
+        visible, masked = self.draw_masks(feats.shape[0], num_tokens, stage)
         visible, masked = visible.to(self.device), masked.to(self.device)
         student = self.modules.student(feats, visible, masked)
         out = {"student": student, "targets": self.teacher_targets(feats, masked)}
@@ -316,6 +581,8 @@ class AaSPBrain(ScheduledBrain):
         """Resets the per-stage running sums; sets the epoch of seeded crops."""
         super().on_stage_start(stage, epoch)
         self._stage_sums[stage] = {}
+        if stage == sb.Stage.TRAIN:
+            self._reset_window()
         if stage != sb.Stage.TRAIN:
             self._valid_embeddings = []
 
@@ -326,6 +593,13 @@ class AaSPBrain(ScheduledBrain):
         if "loss" not in stats:
             stats["loss"] = round(float(stage_loss), 5)
         if stage == sb.Stage.TRAIN:
+            if getattr(self, "_window_nonfinite", False):
+                logger.warning(
+                    "Epoch %s ended inside an accumulation window with a non-finite "
+                    "loss (%d micro-batch(es)); SpeechBrain discards an unfinished "
+                    "window's gradients", epoch, self._window_micro_batches,
+                )
+            self._reset_window()
             self.train_stats = stats
             if not getattr(self, "has_valid", True):  # no validation: log and save now
                 self._end_of_epoch(epoch, stats, None)
