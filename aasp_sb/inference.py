@@ -311,6 +311,47 @@ class AaSPEncoder(Pretrained):
         return cls._build(features, encoder, info, device, precision)
 
     @classmethod
+    def from_m2d(cls, path, which="online", device=None, precision=None, num_heads=None):
+        """Loads one of M2D's published checkpoints (``checkpoint-*.pth``).
+
+        The front end is M2D's (:class:`~aasp_sb.features.LogMel` defaults)
+        normalised with the checkpoint's ``norm_stats`` (AudioSet's -7.1, 4.2
+        when it has none); frame features are laid out as M2D's runtime lays
+        them out, ``b t (f d)``; inputs longer than the pre-training length
+        are encoded in chunks with a shorter last chunk, as M2D's runtime does.
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            The checkpoint (its folder name, e.g.
+            ``m2d_vit_base-80x608p16x16-...``, gives the input size).
+        which : str
+            ``"online"`` (M2D's runtime) or ``"target"`` (the EMA encoder).
+        device, precision : str, optional
+            As in :meth:`from_run`.
+        num_heads : int, optional
+            Attention heads (default ``embed_dim // 64``).
+
+        Returns
+        -------
+        AaSPEncoder
+        """
+        from aasp_sb.features import Features, LogMel, Normalize
+        from aasp_sb.m2d import m2d_encoder
+
+        encoder, info = m2d_encoder(path, num_heads=num_heads, which=which)
+        mean, std = info.norm_stats
+        features = Features(LogMel(n_mels=info.input_size[0]), Normalize(mean, std))
+        hparams = {
+            "compute_features": features,
+            "encoder": encoder,
+            "checkpoint": str(path),
+            "which": which,
+            "m2d": info._asdict(),
+        }
+        return cls._build(features, encoder, hparams, device, precision)
+
+    @classmethod
     def _build(cls, features, encoder, hparams, device, precision):
         run_opts = {}
         if device is not None:
@@ -795,13 +836,16 @@ def load_encoder(
     seed=0,
     device=None,
     precision=None,
+    m2d_checkpoint=None,
 ):
     """One entry point for the CLI, the HEAR API and the linear-eval recipe.
 
     Arguments
     ---------
     checkpoint : str, optional
-        Run folder / checkpoint / exported folder (see :meth:`AaSPEncoder.from_run`).
+        Run folder / checkpoint / exported folder (see :meth:`AaSPEncoder.from_run`),
+        or one of M2D's ``checkpoint-*.pth`` files (recognised by the
+        ``.pth`` suffix, see :meth:`AaSPEncoder.from_m2d`).
     which : str
         ``"student"`` or ``"teacher"``.
     hparams_file : str, optional
@@ -816,11 +860,19 @@ def load_encoder(
         Device.
     precision : str, optional
         Encoder autocast precision.
+    m2d_checkpoint : str, optional
+        An M2D checkpoint, whatever its file name (``which``: ``"student"``
+        takes M2D's online encoder, ``"teacher"`` its EMA target encoder).
 
     Returns
     -------
     AaSPEncoder
     """
+    if checkpoint and not m2d_checkpoint and str(checkpoint).endswith(".pth"):
+        m2d_checkpoint = checkpoint
+    if m2d_checkpoint and not random_init:
+        m2d_which = {"student": "online", "teacher": "target"}.get(which, which)
+        return AaSPEncoder.from_m2d(m2d_checkpoint, m2d_which, device, precision)
     if random_init:
         yaml_path = hparams_file or (find_hparams(checkpoint) if checkpoint else None)
         if yaml_path is None:

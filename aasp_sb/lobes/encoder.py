@@ -89,6 +89,15 @@ class AudioViT(nn.Module):
         ``dur_frames``). The first ``max_frames`` columns of the extended
         table equal the training table (sin-cos positions depend on the
         column index only).
+    cls_token : bool
+        Prepends a learned CLS token (position embedding zero) to every
+        sequence the blocks see (each chunk), takes part in attention and is
+        dropped from the outputs, as M2D's encoder does. Off by default (our
+        pre-training uses none); on for M2D weights
+        (:mod:`aasp_sb.m2d`).
+    pos_layout : str
+        ``"freq_time"`` (default: the frequency half of the sin-cos channels
+        first) or ``"time_freq"`` (MAE's / M2D's layout, for M2D weights).
 
     Example
     -------
@@ -107,6 +116,7 @@ class AudioViT(nn.Module):
     """
 
     LONG_INPUTS = ("chunk", "extend")
+    POS_LAYOUTS = ("freq_time", "time_freq")
 
     def __init__(
         self,
@@ -118,8 +128,15 @@ class AudioViT(nn.Module):
         max_frames=608,
         drop_path=0.0,
         long_inputs="chunk",
+        cls_token=False,
+        pos_layout="freq_time",
     ):
         super().__init__()
+        if pos_layout not in self.POS_LAYOUTS:
+            raise ValueError(
+                f"pos_layout must be one of {self.POS_LAYOUTS}, got {pos_layout!r}"
+            )
+        self.pos_layout = pos_layout
         if long_inputs not in self.LONG_INPUTS:
             raise ValueError(
                 f"long_inputs must be one of {self.LONG_INPUTS}, got {long_inputs!r}"
@@ -153,10 +170,18 @@ class AudioViT(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         Fp, Tp = stem.grid(max_frames)
-        self.register_buffer(
-            "pos_embed", sincos_pos_embed_2d(embed_dim, Fp, Tp), persistent=False
-        )
+        self.register_buffer("pos_embed", self.sincos(Fp, Tp), persistent=False)
         self.blocks.apply(trunc_normal_init)
+        self.cls_token = None
+        if cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            nn.init.normal_(self.cls_token, std=0.02)
+
+    def sincos(self, Fp, Tp):
+        """Fixed sin-cos positions ``[Fp*Tp, D]`` in this encoder's channel layout."""
+        return sincos_pos_embed_2d(
+            self.embed_dim, Fp, Tp, time_first=self.pos_layout == "time_freq"
+        )
 
     @property
     def patch_size(self):
@@ -173,9 +198,7 @@ class AudioViT(nn.Module):
         Fp, Tp = grid
         Fmax, Tmax = self.stem.grid(self.max_frames)
         if Tp > Tmax and Fp == Fmax and self.long_inputs == "extend":
-            return sincos_pos_embed_2d(self.embed_dim, Fp, Tp).to(
-                self.pos_embed.device
-            )
+            return self.sincos(Fp, Tp).to(self.pos_embed.device)
         if Tp > Tmax or Fp != Fmax:
             raise ValueError(
                 f"grid {grid} exceeds the position table {(Fmax, Tmax)}; "
@@ -230,11 +253,18 @@ class AudioViT(nn.Module):
         layers = [] if return_layers else None
         if mask is not None and not torch.compiler.is_compiling() and bool(mask.all()):
             mask = None  # nothing to mask: let SDPA take its fastest (mask-free) path
+        skip = 0
+        if self.cls_token is not None:  # M2D: a CLS token in every sequence, dropped after
+            cls = self.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([cls, tokens], dim=1)
+            if mask is not None:
+                mask = nn.functional.pad(mask, (1, 0), value=True)
+            skip = 1
         for blk in self.blocks:
             tokens = blk(tokens, key_padding_mask=mask)
             if return_layers:
-                layers.append(tokens)
-        return self.norm(tokens), layers
+                layers.append(tokens[:, skip:])
+        return self.norm(tokens)[:, skip:], layers
 
     def forward(self, x, lengths=None, return_layers=False, chunk_frames=None):
         """Encodes a batch of any length, chunking beyond ``chunk_frames``.

@@ -41,10 +41,12 @@ def sincos_pos_embed_1d(embed_dim, positions):
     return torch.cat([out.sin(), out.cos()], dim=-1).float()
 
 
-def sincos_pos_embed_2d(embed_dim, grid_f, grid_t):
+def sincos_pos_embed_2d(embed_dim, grid_f, grid_t, time_first=False):
     """Fixed 2D sine-cosine position embeddings for a (frequency, time) grid.
 
-    Half of the channels encode the frequency row, half the time column.
+    Half of the channels encode the frequency row, half the time column
+    (frequency first; ``time_first=True`` puts the time half first, the layout
+    of MAE's ``get_2d_sincos_pos_embed``, which M2D's checkpoints use).
     Rows are ordered frequency-major, matching the patch stems' token order
     (token ``i`` sits at row ``i // grid_t``, column ``i % grid_t``).
 
@@ -56,6 +58,8 @@ def sincos_pos_embed_2d(embed_dim, grid_f, grid_t):
         Number of patch rows (frequency).
     grid_t : int
         Number of patch columns (time).
+    time_first : bool
+        Time half first (MAE / M2D layout).
 
     Returns
     -------
@@ -67,18 +71,18 @@ def sincos_pos_embed_2d(embed_dim, grid_f, grid_t):
     >>> pos = sincos_pos_embed_2d(16, 5, 38)
     >>> pos.shape
     torch.Size([190, 16])
+    >>> bool(torch.equal(sincos_pos_embed_2d(16, 5, 38, time_first=True), pos.roll(8, -1)))
+    True
     """
     if embed_dim % 4:
         raise ValueError(f"embed_dim must be a multiple of 4, got {embed_dim}")
     f = torch.arange(grid_f).repeat_interleave(grid_t)
     t = torch.arange(grid_t).repeat(grid_f)
-    return torch.cat(
-        [
-            sincos_pos_embed_1d(embed_dim // 2, f),
-            sincos_pos_embed_1d(embed_dim // 2, t),
-        ],
-        dim=-1,
-    )
+    halves = [
+        sincos_pos_embed_1d(embed_dim // 2, f),
+        sincos_pos_embed_1d(embed_dim // 2, t),
+    ]
+    return torch.cat(halves[::-1] if time_first else halves, dim=-1)
 
 
 class DropPath(nn.Module):
