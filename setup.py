@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         # nnAudio: tests/test_frontend.py checks the front end against M2D's own
-        "dev": ["pytest>=7", "ruff>=0.4", "nnAudio>=0.3"],
+        "dev": ["pytest>=7", "ruff>=0.4", "nnAudio>=0.3", "tensorboard>=2.10"],
         "plots": ["matplotlib>=3.5"],
     },
     entry_points={

@@ -46,12 +46,14 @@ import hashlib
 import json
 import logging
 import os
+import time
 
 import speechbrain as sb
 import torch
 from speechbrain.utils.distributed import is_distributed_initialized
 
 from aasp_sb.brains.scheduled import ScheduledBrain
+from aasp_sb.distributed import ShardSampler
 from aasp_sb.evaluation.metrics import rankme
 from aasp_sb.lobes.teacher import (
     TEACHER_INPUTS,
@@ -249,7 +251,11 @@ class AaSPBrain(ScheduledBrain):
     ``weight_decay``, ``warmup_epochs``, ``number_of_epochs``,
     ``ema_schedule`` (an :class:`~aasp_sb.lobes.teacher.EMASchedule` built
     with ``total_steps`` set here), ``seed``; optional ``log_interval``
-    (steps between lines of ``metrics.jsonl``), ``train_logger``,
+    (steps between lines of ``metrics.jsonl``, which also get the
+    throughput ``clips_per_s``), ``rankme_clips`` (validation embeddings kept
+    for RankMe over all ranks, default 4096), ``tensorboard_logger`` (a
+    SpeechBrain ``TensorboardLogger``: per-step loss parts, lr, EMA decay and
+    throughput, per-epoch statistics and RankMe), ``train_logger``,
     ``epoch_counter``. SpeechBrain's run option ``nonfinite_patience``
     (YAML or ``--nonfinite_patience``) is the number of consecutive
     dropped optimiser steps (non-finite losses) after which the run stops;
@@ -291,6 +297,26 @@ class AaSPBrain(ScheduledBrain):
     >>> brain.optimizer_step
     2
     """
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader; under DDP, validation and test are sharded across ranks.
+
+        Each rank evaluates every ``world``-th clip (:class:`ShardSampler`);
+        loss sums and RankMe are then combined across ranks, so the figures
+        cover the whole set once instead of every rank computing all of it.
+        """
+        if (
+            stage != sb.Stage.TRAIN
+            and is_distributed_initialized()
+            and not isinstance(dataset, torch.utils.data.DataLoader)
+            and not isinstance(dataset, torch.utils.data.IterableDataset)
+            and "sampler" not in loader_kwargs
+            and "batch_sampler" not in loader_kwargs
+        ):
+            dist = torch.distributed
+            loader_kwargs = dict(loader_kwargs, shuffle=False)
+            loader_kwargs["sampler"] = ShardSampler(len(dataset), dist.get_rank(), dist.get_world_size())
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
 
     def on_fit_start(self):
         """Checks the config, then the usual SpeechBrain start-up (optimisers, recovery)."""
@@ -443,7 +469,11 @@ class AaSPBrain(ScheduledBrain):
 
     # -------------------------------------------------------------- forward
     def mask_generator(self, stage):
-        """A CPU generator seeded by :func:`mask_seed` (seed, epoch, step, rank).
+        """A generator seeded by :func:`mask_seed` (seed, epoch, step, rank).
+
+        On CUDA the generator (and so the masks) lives on the device: no host
+        tensor is drawn and copied each step. The same seed on the same kind
+        of device gives the same masks, so a resumed run continues exactly.
 
         Arguments
         ---------
@@ -457,7 +487,10 @@ class AaSPBrain(ScheduledBrain):
         """
         epoch = getattr(self.hparams.epoch_counter, "current", 0) or 0
         seed = mask_seed(self.hparams.seed, epoch, self.step, distributed_rank(), stage)
-        return torch.Generator().manual_seed(seed)
+        device = torch.device(self.device)
+        if device.type != "cuda":  # CPU masks; on CUDA drawn on the device (no copy)
+            device = torch.device("cpu")
+        return torch.Generator(device=device).manual_seed(seed)
 
     def draw_masks(self, batch_size, num_tokens, stage):
         """The ``num_masks`` masks of every clip of the current batch.
@@ -474,8 +507,8 @@ class AaSPBrain(ScheduledBrain):
         Returns
         -------
         visible, masked : torch.Tensor
-            Sorted token indices ``[B*M, Nv]`` and ``[B*M, Nm]`` (CPU), see
-            :func:`aasp_sb.masking.multi_mask`.
+            Sorted token indices ``[B, M, Nv]`` and ``[B, M, Nm]`` (on the
+            generator's device), see :func:`aasp_sb.masking.multi_mask`.
         """
         return multi_mask(
             batch_size,
@@ -548,7 +581,7 @@ class AaSPBrain(ScheduledBrain):
         parts["loss"] = loss.detach()
         self._accumulate(stage, parts)
         if stage != sb.Stage.TRAIN:
-            self._valid_embeddings.append(predictions["clip_embedding"].float().cpu())
+            self._keep_valid_embeddings(predictions["clip_embedding"])
         self._last_parts = parts
         return loss
 
@@ -573,9 +606,31 @@ class AaSPBrain(ScheduledBrain):
             "ema_decay": float(getattr(self, "ema_decay", 0.0)),
         }
         record.update({k: float(v) for k, v in self._last_parts.items()})
+        now = time.perf_counter()
+        last = getattr(self, "_last_log", None)
+        if last is not None and now > last[0] and self.optimizer_step > last[1]:
+            clips = (self.optimizer_step - last[1]) * self._clips_per_step()
+            record["clips_per_s"] = round(clips / (now - last[0]), 3)
+        self._last_log = (now, int(self.optimizer_step))
         path = os.path.join(self.hparams.output_folder, "metrics.jsonl")
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        writer = self._tensorboard_writer()
+        if writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch"):
+                    writer.add_scalar(f"step/{key}", value, record["step"])
+
+    def _clips_per_step(self):
+        """Clips one optimiser step consumes over all ranks."""
+        world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
+        batch = int(getattr(self.hparams, "batch_size", 1) or 1)
+        return batch * int(self.grad_accumulation_factor) * world
+
+    def _tensorboard_writer(self):
+        """The ``tensorboard_logger``'s writer (main process only), or None."""
+        tb = getattr(self.hparams, "tensorboard_logger", None)
+        return getattr(tb, "writer", None) if tb is not None else None
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the per-stage running sums; sets the epoch of seeded crops."""
@@ -604,9 +659,9 @@ class AaSPBrain(ScheduledBrain):
             if not getattr(self, "has_valid", True):  # no validation: log and save now
                 self._end_of_epoch(epoch, stats, None)
             return
-        embeddings = self._gather_across_ranks(self._valid_embeddings)
-        if embeddings:
-            stats["rankme"] = round(float(rankme(torch.cat(embeddings))), 3)
+        value = self._rankme_across_ranks(self._valid_embeddings)
+        if value is not None:
+            stats["rankme"] = round(value, 3)
         if stage == sb.Stage.VALID:
             self._end_of_epoch(epoch, self.train_stats, stats)
         elif hasattr(self.hparams, "train_logger"):
@@ -631,14 +686,50 @@ class AaSPBrain(ScheduledBrain):
         torch.distributed.all_reduce(flat)
         return {k: (flat[2 * i], flat[2 * i + 1]) for i, k in enumerate(keys)}
 
-    @staticmethod
-    def _gather_across_ranks(tensors):
-        """Every rank's validation embeddings (RankMe is computed on all of them)."""
+    def rankme_budget(self):
+        """Validation clip embeddings each rank keeps for RankMe (``rankme_clips`` / ranks)."""
+        total = int(getattr(self.hparams, "rankme_clips", 4096) or 0)
+        world = torch.distributed.get_world_size() if is_distributed_initialized() else 1
+        return max(1, -(-total // world)) if total > 0 else 0
+
+    def _keep_valid_embeddings(self, emb):
+        """Keeps this rank's first ``rankme_budget()`` validation embeddings (bounded memory)."""
+        budget = self.rankme_budget()
+        have = sum(len(t) for t in self._valid_embeddings)
+        if have < budget:
+            self._valid_embeddings.append(emb[: budget - have].detach().float())
+
+    def _rankme_across_ranks(self, tensors):
+        """RankMe of the kept embeddings of every rank, computed once (rank 0) and shared.
+
+        The ranks' embeddings are gathered as tensors (padded to the largest
+        count, with the counts alongside), never as pickled objects; only rank
+        0 runs the SVD and the value is broadcast.
+        """
+        local = torch.cat(tensors) if tensors else None
         if not is_distributed_initialized():
-            return tensors
-        gathered = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, [t.cpu() for t in tensors])
-        return [t for part in gathered for t in part]
+            return float(rankme(local)) if local is not None and len(local) > 1 else None
+        dist = torch.distributed
+        device = torch.device(self.device) if dist.get_backend() == "nccl" else torch.device("cpu")
+        dim = int(self.hparams.encoder.embed_dim)
+        if local is None:
+            local = torch.zeros(0, dim)
+        local = local.to(device)
+        count = torch.tensor([len(local)], device=device)
+        counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+        dist.all_gather(counts, count)
+        most = int(max(int(c) for c in counts))
+        padded = torch.zeros(most, dim, device=device)
+        padded[: len(local)] = local
+        parts = [torch.zeros_like(padded) for _ in counts]
+        dist.all_gather(parts, padded)
+        value = torch.full((1,), float("nan"), dtype=torch.float64, device=device)
+        if dist.get_rank() == 0:
+            rows = torch.cat([p[: int(c)] for p, c in zip(parts, counts)])
+            if len(rows) > 1:
+                value[0] = float(rankme(rows.float().cpu()))
+        dist.broadcast(value, src=0)
+        return None if torch.isnan(value).item() else float(value.item())
 
     def _end_of_epoch(self, epoch, train_stats, valid_stats):
         """Logs the epoch and saves a checkpoint (meta: validation stats, else training)."""
@@ -653,6 +744,14 @@ class AaSPBrain(ScheduledBrain):
                 stats_meta=epoch_stats, train_stats=train_stats, valid_stats=valid_stats
             )
         self._write_epoch_record(epoch_stats, valid_stats or {})
+        writer = self._tensorboard_writer()
+        if writer is not None:  # x axis: the epoch, so a resumed run continues its curves
+            for prefix, stats in (("train", train_stats), ("valid", valid_stats or {})):
+                for key, value in stats.items():
+                    writer.add_scalar(f"{prefix}/{key}", float(value), int(epoch))
+            for key in ("lr", "ema_decay", "skipped_steps"):
+                writer.add_scalar(f"epoch/{key}", float(epoch_stats[key]), int(epoch))
+            writer.flush()
         if self.checkpointer is not None:
             meta = {k: float(v) for k, v in (valid_stats or train_stats).items()}
             self.checkpointer.save_and_keep_only(
