@@ -137,6 +137,12 @@ class SpecAugment(nn.Module):
         Upper bound of a span as a fraction of the clip's real frames.
     value : float
         Replacement value.
+    shared : bool
+        One set of masks for the whole batch, as EVAR's fine-tuning (its
+        ``finetune.py`` applies torchaudio's ``FrequencyMasking`` /
+        ``TimeMasking`` to the batch tensor, whose default ``iid_masks=False``
+        masks every clip alike); time spans then stay inside the shortest
+        clip's real frames. False (default): masks drawn per clip.
 
     Example
     -------
@@ -158,8 +164,10 @@ class SpecAugment(nn.Module):
         num_time_masks=1,
         time_mask_max_ratio=0.5,
         value=0.0,
+        shared=False,
     ):
         super().__init__()
+        self.shared = bool(shared)
         self.freq_width = _width_range(freq_mask_width, "freq_mask_width")
         self.time_width = _width_range(time_mask_width, "time_mask_width")
         if int(num_freq_masks) < 0 or int(num_time_masks) < 0:
@@ -199,6 +207,17 @@ class SpecAugment(nn.Module):
         time_mask : torch.Tensor
             ``[B, T]`` True on masked frames.
         """
+        B = x.shape[0]
+        if self.shared and B > 1:
+            shortest = None
+            if lengths is not None:
+                shortest = lengths.reshape(-1).min().reshape(1)
+            fm, tm = self._per_clip_masks(x[:1], shortest, generator)
+            return fm.expand(B, -1).clone(), tm.expand(B, -1).clone()
+        return self._per_clip_masks(x, lengths, generator)
+
+    def _per_clip_masks(self, x, lengths, generator):
+        """Masks drawn independently for every clip of ``x``."""
         B, T, F = x.shape
         freq_mask = torch.zeros(B, F, dtype=torch.bool, device=x.device)
         time_mask = torch.zeros(B, T, dtype=torch.bool, device=x.device)

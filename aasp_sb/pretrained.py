@@ -53,6 +53,8 @@ ARCH_KEYS = (
     "aape_modes",
     "aape_fusion",
     "aape_gate_init",
+    "cls_token",
+    "pos_layout",
 )
 
 

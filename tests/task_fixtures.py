@@ -339,3 +339,57 @@ def make_gtzan(root, per_genre=6, lists=True, corrupt=True, au_lines=False):
         for part, rels in parts.items():
             write_text(root / f"{part}_filtered.txt", "\n".join(rels) + "\n")
     return {"parts": parts, "classes": GTZAN_GENRES}
+
+
+# VoxForge -----------------------------------------------------------------
+VOXFORGE_LANGUAGES = ["de", "en", "fr"]
+
+
+def make_voxforge(root, sessions=5, clips=2, evar_csv=False):
+    """``<language>/<session>/wav/*.wav`` (EVAR's archives sorted by language).
+
+    With ``evar_csv``, also ``voxforge.csv`` in EVAR's metadata form
+    (``file_name,label,split``, ``file_name`` relative to ``root``), whose
+    parts follow the session index (0-2 train, 3 valid, 4 test).
+    """
+    root = Path(root)
+    files, rows = {}, ["file_name,label,split"]
+    for li, lang in enumerate(VOXFORGE_LANGUAGES):
+        for s in range(sessions):
+            session = f"user{li}{s}-20100101-{lang}{s}"
+            part = "train" if s < 3 else "valid" if s == 3 else "test"
+            for k in range(clips):
+                rel = f"{lang}/{session}/wav/a{k:04d}.wav"
+                write_clip(root / rel, 16000, seed=100 * li + 10 * s + k)
+                files[f"{lang}/{session}/a{k:04d}"] = (lang, session, part)
+                rows.append(f"{rel},{lang},{part}")
+    csv_path = None
+    if evar_csv:
+        csv_path = write_text(root / "voxforge.csv", "\n".join(rows) + "\n")
+    return {"files": files, "classes": VOXFORGE_LANGUAGES, "csv": csv_path}
+
+
+# Surge --------------------------------------------------------------------
+SURGE_PITCHES = ["9", "10", "60"]  # natural order, not string order
+
+
+def make_surge(root, tones=10):
+    """``<tone>/<pitch>.ogg`` + EVAR's ``dataset_surge_tone_splits.csv`` form.
+
+    The tone list assigns tone 0 -> test, 1 -> valid, the rest -> train.
+    """
+    root = Path(root)
+    files, rows = {}, ["tone,split"]
+    for t in range(tones):
+        tone = f"surge-patches-Test-Tone-{t}-velocity64"
+        rows.append(f"{tone},{'test' if t == 0 else 'valid' if t == 1 else 'train'}")
+        for p, pitch in enumerate(SURGE_PITCHES):
+            path = root / tone / f"{pitch}.ogg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            n = int(round(CLIP_SECONDS * 48000))
+            data = 0.01 * np.random.default_rng(10 * t + p).standard_normal(n)
+            sf.write(str(path), data.astype("float32"), 48000, format="OGG",
+                     subtype="VORBIS")
+            files[f"{tone}/{pitch}"] = (pitch, tone)
+    csv_path = write_text(root.parent / "surge_tone_splits.csv", "\n".join(rows) + "\n")
+    return {"files": files, "classes": SURGE_PITCHES, "csv": csv_path}

@@ -77,8 +77,9 @@ def test_early_stopping_restores_best_weights():
     scores = hist["valid_score"]
     best = max(scores)
     assert hist["best_valid_score"] == best
-    assert hist["best_epoch"] == scores.index(best)  # first epoch reaching it
-    # Stopped early: exactly `patience` epochs without improvement.
+    # EVAR's tie rule: the latest epoch reaching the best score
+    assert hist["best_epoch"] == len(scores) - 1 - scores[::-1].index(best)
+    # Stopped early: exactly `patience` epochs without a new best.
     assert hist["epochs"] == hist["best_epoch"] + patience + 1 < 300
     assert len(hist["train_loss"]) == hist["epochs"]
     # The returned model scores the best validation score, not the last one.
@@ -222,7 +223,7 @@ def test_results_table_and_writer(tmp_path):
     assert lines[0] == "| task | metric | score | mean | ci95 | folds | seeds |"
     assert lines[2] == "| esc50 | accuracy | 75.00 ± 12.42 | 75.00 | 12.42 | 2 | 3 |"
     assert lines[3] == "| spcv2 | accuracy | 90.00 | 90.00 |  | 1 | 1 |"
-    assert lines[4].startswith("| average |  | 82.50 |")
+    assert lines[4].startswith("| average of 2 (esc50, spcv2) |  | 82.50 |")
     csv_text = results_table(results, fmt="csv", average=False)
     assert csv_text.splitlines()[1] == "esc50,accuracy,75.00 ± 12.42,75.00,12.42,2,3"
     assert len(csv_text.splitlines()) == 3

@@ -21,6 +21,8 @@ CLIP_SECONDS = {
     "gtzan": 30.0,
     "nsynth": 4.0,
     "as20k": 10.0,
+    "voxforge": 5.8,  # EVAR evar/ds_tasks.py: 'voxforge': [1, 5.8, 'softmax', None]
+    "surge": 4.0,  # EVAR evar/ds_tasks.py: 'surge': [1, 4.0, 'softmax', None]
 }
 
 
@@ -466,11 +468,14 @@ def test_vc1_wrong_layout(tmp_path):
 
 # CREMA-D ------------------------------------------------------------------
 def test_cremad_speaker_independent(tmp_path):
-    meta = fx.make_cremad(tmp_path / "CREMA-D")
+    """Default: EVAR's actors (evar/metadata/cremad.csv); the seed moves nothing."""
+    from aasp_sb.data.tasks.cremad import evar_actor_split
+
+    meta = fx.make_cremad(tmp_path / "CREMA-D")  # actors 1001-1010
     info, splits = prepare_task(
         "cremad", tmp_path / "CREMA-D", tmp_path / "o", seed=0
     )
-    assert info.num_classes == 6 and splits[0].name == "speaker_independent"
+    assert info.num_classes == 6 and splits[0].name == "evar_actors"
     classes = read_classes(tmp_path / "o")
     assert classes == meta["classes"]
     parts = check_split(splits[0], classes)
@@ -478,32 +483,75 @@ def test_cremad_speaker_independent(tmp_path):
         p: {meta["files"][r["ID"]][0] for r in rows}
         for p, rows in parts.items()
     }
+    evar = evar_actor_split()
+    for p, found in actors.items():
+        assert found == {a for a in found if evar[a] == p}
+        assert found == {a for a, q in evar.items() if q == p and a <= "1010"}
     assert [len(actors[p]) for p in ("train", "valid", "test")] == [7, 1, 2]
-    assert not (actors["train"] & actors["valid"]) and not (
-        actors["train"] & actors["test"]
-    )
     assert set().union(*(ids(r) for r in parts.values())) == set(meta["files"])
     for rows in parts.values():
         for r in rows:
             assert r["label"] == meta["files"][r["ID"]][1]
     assert labels_of(parts["valid"]) == set(classes)
-    # deterministic for a seed, different actors for another seed
-    again = prepare_task(
-        "cremad", tmp_path / "CREMA-D", tmp_path / "o2", seed=0
-    )[1][0]
-    assert (
-        Path(again.test_csv).read_text() == Path(splits[0].test_csv).read_text()
-    )
-    others = [
-        prepare_task(
+    # another seed: the same split (and the same cached record)
+    for s in (1, 2):
+        other = prepare_task(
             "cremad", tmp_path / "CREMA-D", tmp_path / f"s{s}", seed=s
         )[1][0]
-        for s in (1, 2)
+        assert other.name == "evar_actors"
+        assert (
+            Path(other.test_csv).read_text()
+            == Path(splits[0].test_csv).read_text()
+        )
+
+
+def test_cremad_seeded_split_moves_with_its_seed(tmp_path):
+    meta = fx.make_cremad(tmp_path / "CREMA-D")
+    runs = [
+        prepare_task(
+            "cremad", tmp_path / "CREMA-D", tmp_path / f"s{s}", seed=s,
+            split="seeded",
+        )[1][0]
+        for s in (0, 1, 2)
     ]
-    assert any(
-        Path(o.test_csv).read_text() != Path(splits[0].test_csv).read_text()
-        for o in others
-    )
+    assert [r.name for r in runs] == [f"seeded_actors_seed{s}" for s in (0, 1, 2)]
+    tests = [Path(r.test_csv).read_text() for r in runs]
+    assert len(set(tests)) > 1
+    parts = read_split(runs[0])
+    actors = {
+        p: {meta["files"][r["ID"]][0] for r in rows} for p, rows in parts.items()
+    }
+    assert [len(actors[p]) for p in ("train", "valid", "test")] == [7, 1, 2]
+    with pytest.raises(ValueError, match="split must be one of"):
+        prepare_task("cremad", tmp_path / "CREMA-D", tmp_path / "x", split="nope")
+
+
+def test_cremad_split_csv_uses_exactly_evars_list(tmp_path, caplog):
+    meta = fx.make_cremad(tmp_path / "CREMA-D")
+    stems = sorted(meta["files"])
+    listed = stems[:-3]  # three clips on disk are not in the list
+    csv_path = tmp_path / "cremad.csv"
+    with open(csv_path, "w", encoding="utf-8") as f:
+        f.write("file_name,label,speaker_id,split\n")
+        for i, stem in enumerate(listed):
+            actor, emo = meta["files"][stem]
+            part = ("train", "valid", "test")[i % 3]  # not by actor: the list rules
+            f.write(f"{stem}.wav,{emo},{actor},{part}\n")
+    with caplog.at_level(logging.WARNING):
+        _, splits = prepare_task(
+            "cremad", tmp_path / "CREMA-D", tmp_path / "o", split_csv=csv_path
+        )
+    assert splits[0].name == "evar_csv"
+    assert "3 clip(s) on disk are not in" in caplog.text
+    parts = read_split(splits[0])
+    for p, rows in parts.items():
+        want = {s for i, s in enumerate(listed) if ("train", "valid", "test")[i % 3] == p}
+        assert ids(rows) == want
+    with pytest.raises(FileNotFoundError, match="split_csv"):
+        prepare_task(
+            "cremad", tmp_path / "CREMA-D", tmp_path / "o2",
+            split_csv=tmp_path / "missing.csv",
+        )
 
 
 def test_cremad_wrong_layout(tmp_path):
@@ -557,10 +605,71 @@ def test_gtzan_partial_lists_and_missing_genres(tmp_path):
 
 
 def test_split_dataclass_roundtrip(tmp_path):
-    fx.make_cremad(tmp_path / "c", actors=3)
+    fx.make_cremad(tmp_path / "c", actors=10)
     info, splits = prepare_task("cremad", tmp_path / "c", tmp_path / "o")
     assert isinstance(splits[0], Split)
     assert prepare_task("cremad", tmp_path / "c", tmp_path / "o") == (
         info,
         splits,
     )
+
+
+# VoxForge and Surge (EVAR's nine) ------------------------------------------
+def test_voxforge_evar_csv_is_used_exactly(tmp_path):
+    """EVAR evar/metadata/voxforge.csv form: file_name,label,split."""
+    meta = fx.make_voxforge(tmp_path / "vf", evar_csv=True)
+    info, splits = prepare_task(
+        "voxforge", tmp_path / "vf", tmp_path / "o", split_csv=meta["csv"]
+    )
+    assert splits[0].name == "evar_csv" and info.num_classes == 3
+    classes = read_classes(tmp_path / "o")
+    assert classes == sorted(meta["classes"])
+    parts = check_split(splits[0], classes)
+    for p, rows in parts.items():
+        assert ids(rows) == {k for k, v in meta["files"].items() if v[2] == p}
+        for r in rows:
+            assert r["label"] == meta["files"][r["ID"]][0]
+
+
+def test_voxforge_seeded_sessions_warn_and_never_straddle(tmp_path, caplog):
+    meta = fx.make_voxforge(tmp_path / "vf")
+    with caplog.at_level(logging.WARNING):
+        _, splits = prepare_task("voxforge", tmp_path / "vf", tmp_path / "o", seed=3)
+    assert splits[0].name == "seeded_sessions_seed3"
+    assert "NOT EVAR's" in caplog.text
+    parts = check_split(splits[0], read_classes(tmp_path / "o"))
+    sessions = {p: {meta["files"][r["ID"]][1] for r in rows} for p, rows in parts.items()}
+    assert not (sessions["train"] & sessions["valid"])
+    assert not (sessions["train"] & sessions["test"])
+    assert [len(sessions[p]) for p in ("train", "valid", "test")] == [10, 2, 3]
+    with pytest.raises(FileNotFoundError, match="VoxForge: no <language>"):
+        prepare_task("voxforge", tmp_path / "o", tmp_path / "o2")
+
+
+def test_surge_tone_splits_are_evars(tmp_path):
+    """EVAR make_metadata.py surge(): label = file stem, part = the tone's."""
+    meta = fx.make_surge(tmp_path / "surge")
+    info, splits = prepare_task(
+        "surge", tmp_path / "surge", tmp_path / "o", split_csv=meta["csv"]
+    )
+    assert splits[0].name == "evar_tones" and info.num_classes == 3
+    classes = read_classes(tmp_path / "o")
+    assert classes == meta["classes"]  # natural pitch order
+    parts = check_split(splits[0], classes)
+    tones = {p: {meta["files"][r["ID"]][1] for r in rows} for p, rows in parts.items()}
+    assert tones["test"] == {"surge-patches-Test-Tone-0-velocity64"}
+    assert tones["valid"] == {"surge-patches-Test-Tone-1-velocity64"}
+    assert len(tones["train"]) == 8
+    for rows in parts.values():
+        for r in rows:
+            assert r["label"] == meta["files"][r["ID"]][0]
+
+
+def test_surge_without_evars_list_warns(tmp_path, caplog):
+    fx.make_surge(tmp_path / "surge")
+    with caplog.at_level(logging.WARNING):
+        _, splits = prepare_task("surge", tmp_path / "surge", tmp_path / "o", seed=1)
+    assert splits[0].name == "seeded_tones_seed1" and "NOT EVAR's" in caplog.text
+    parts = read_split(splits[0])
+    tone = {p: {r["ID"].split("/")[0] for r in rows} for p, rows in parts.items()}
+    assert [len(tone[p]) for p in ("train", "valid", "test")] == [8, 1, 1]

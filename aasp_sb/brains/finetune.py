@@ -152,8 +152,64 @@ def pool_output(out, pooling="tokens"):
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
+#: Token-drop geometries: independent tokens, or M2D's whole rows + columns.
+TOKEN_DROP_MODES = ("random", "structured")
+
+
+def structured_token_mask(batch, grid, ratio, generator=None):
+    """M2D's fine-tuning "training mask": whole patch rows and columns.
+
+    The geometry of M2D's ``random_structured_mask`` (used after
+    ``set_random_structured_mask()``, nttcslab/m2d ``m2d/runtime_audio.py``):
+    with a ``Fp x Tp`` patch grid and ratio ``r``, one uniform draw ``u``
+    gives ``NF = min(Fp - 1, int(Fp (r + 1/Fp) u))`` frequency rows and
+    ``NT = int(Tp max(r + 0.5/Tp - NF/Fp, 0))`` time columns; every clip of
+    the batch masks that many rows and columns, at its own random places,
+    so all clips keep the same number of tokens. Ours additionally caps
+    ``NT`` at ``Tp - 1`` so that a token always survives (M2D's formula can
+    reach ``NT = Tp`` only for ``r`` near 1).
+
+    Arguments
+    ---------
+    batch : int
+        Number of grids (clips, or clip chunks).
+    grid : tuple of int
+        ``(Fp, Tp)``.
+    ratio : float
+        Mask ratio ``r`` in ``[0, 1)``.
+    generator : torch.Generator, optional
+        Random source.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, Fp, Tp]`` bool, True where a token is dropped.
+
+    Example
+    -------
+    >>> m = structured_token_mask(2, (5, 8), 0.5, torch.Generator().manual_seed(0))
+    >>> m.shape, bool((~m | m.all(2, keepdim=True) | m.all(1, keepdim=True)).all())
+    (torch.Size([2, 5, 8]), True)
+    """
+    Fp, Tp = int(grid[0]), int(grid[1])
+    u = float(torch.rand((), generator=generator))
+    nf = min(Fp - 1, int(Fp * (ratio + 1.0 / Fp) * u))
+    nt = min(Tp - 1, int(Tp * max(ratio + 0.5 / Tp - nf / Fp, 0.0)))
+    mask = torch.zeros(batch, Fp, Tp, dtype=torch.bool)
+    for b in range(batch):
+        mask[b, torch.randperm(Fp, generator=generator)[:nf]] = True
+        mask[b, :, torch.randperm(Tp, generator=generator)[:nt]] = True
+    return mask
+
+
 def encode_pooled(
-    encoder, x, lengths=None, pooling="tokens", token_drop=0.0, generator=None
+    encoder,
+    x,
+    lengths=None,
+    pooling="tokens",
+    token_drop=0.0,
+    generator=None,
+    token_drop_mode="random",
 ):
     """Encodes log-mel and pools it, optionally dropping random tokens first.
 
@@ -177,6 +233,10 @@ def encode_pooled(
         Fraction of tokens dropped, in ``[0, 1)``.
     generator : torch.Generator, optional
         Random source of the kept tokens.
+    token_drop_mode : str
+        ``"random"``: tokens dropped independently (real tokens kept
+        first); ``"structured"``: whole patch rows and columns, M2D's
+        geometry (:func:`structured_token_mask`).
 
     Returns
     -------
@@ -193,6 +253,10 @@ def encode_pooled(
     """
     if not 0.0 <= token_drop < 1.0:
         raise ValueError(f"token_drop must be in [0, 1), got {token_drop}")
+    if token_drop_mode not in TOKEN_DROP_MODES:
+        raise ValueError(
+            f"token_drop_mode must be one of {TOKEN_DROP_MODES}, got {token_drop_mode!r}"
+        )
     if token_drop == 0.0:
         return pool_output(encoder(x, lengths), pooling)
     if pooling != "tokens":
@@ -202,7 +266,7 @@ def encode_pooled(
     if valid is None:
         valid = torch.full((B,), T, dtype=torch.long, device=x.device)
     chunk = encoder.max_frames
-    if T <= chunk:
+    if T <= chunk or getattr(encoder, "long_inputs", "chunk") == "extend":
         xc, clen, C = x, T, 1
         chunk_valid = valid.view(B, 1)
     else:
@@ -212,13 +276,21 @@ def encode_pooled(
         starts = torch.arange(C, device=x.device) * chunk
         chunk_valid = (valid[:, None] - starts[None, :]).clamp(0, chunk)
     rel = chunk_valid.clamp_min(1).reshape(-1).float() / clen
-    tokens, attn_mask, _ = encoder.embed(xc, rel)
+    tokens, attn_mask, grid = encoder.embed(xc, rel)
     real = attn_mask & (chunk_valid.reshape(-1, 1) > 0)
     N = tokens.shape[1]
-    keep = max(1, int(round(N * (1.0 - token_drop))))
-    score = torch.rand(B * C, N, generator=generator).to(x.device)
-    score = score + 2.0 * (~attn_mask).float()  # real tokens first
-    idx = score.argsort(dim=1)[:, :keep]
+    if token_drop_mode == "structured":
+        dropped = structured_token_mask(B * C, grid, token_drop, generator)
+        dropped = dropped.reshape(B * C, N)
+        keep = int((~dropped[0]).sum())
+        # stable sort: the kept tokens, in grid order, come first
+        idx = dropped.to(torch.uint8).argsort(dim=1, stable=True)[:, :keep]
+        idx = idx.to(x.device)
+    else:
+        keep = max(1, int(round(N * (1.0 - token_drop))))
+        score = torch.rand(B * C, N, generator=generator).to(x.device)
+        score = score + 2.0 * (~attn_mask).float()  # real tokens first
+        idx = score.argsort(dim=1)[:, :keep]
     tokens = torch.gather(
         tokens, 1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
     )
@@ -258,6 +330,129 @@ def set_trainable(encoder, freeze_stem=False, freeze_encoder=False):
             p.requires_grad_(False)
 
 
+#: Fine-tuning protocols: which epoch is tested (see :func:`protocol_split`).
+PROTOCOLS = ("clean", "evar")
+#: What each protocol's reported number is, written into ``results.json``.
+SELECTION = {
+    "clean": "best epoch on the validation set, then tested once",
+    "evar_holdout": (
+        "EVAR finetune.py: no validation split, so valid = test and the "
+        "best test epoch is reported (optimistic)"
+    ),
+    "evar_split": (
+        "EVAR finetune.py: best epoch on the official validation set, then "
+        "tested once"
+    ),
+}
+
+
+def protocol_split(split, protocol="clean", valid_source="split", folder=None):
+    """The train / valid / test CSVs a fine-tuning protocol runs on.
+
+    ``clean`` keeps the task's split: the best epoch on validation (an
+    official validation set, or a class-complete 10 % holdout of train) is
+    tested once. ``evar`` reproduces EVAR's ``finetune.py``: when a task has
+    no validation split of its own (``valid_source == "holdout"``: ESC-50,
+    US8K, AS-20K) the holdout goes back into training and the **test set
+    is the validation set**, so the reported number is the best test epoch
+    (optimistic: the epoch is selected on test); tasks with a validation
+    split are run as ``clean``.
+
+    Arguments
+    ---------
+    split : aasp_sb.data.tasks.Split
+        The task's split.
+    protocol : str
+        ``"clean"`` or ``"evar"``.
+    valid_source : str
+        ``"holdout"`` or ``"split"`` (the task module's ``VALID_SOURCE``).
+    folder : str, optional
+        Where the merged training CSV of ``evar`` goes (needed then).
+
+    Returns
+    -------
+    split : Split
+        The split to run.
+    selection : str
+        Key of :data:`SELECTION` (what the reported number is).
+
+    Example
+    -------
+    >>> from aasp_sb.data.tasks import Split
+    >>> s = Split("fold1", "tr.csv", "va.csv", "te.csv")
+    >>> protocol_split(s, "evar", "split")[1]
+    'evar_split'
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "clean":
+        return split, "clean"
+    if valid_source != "holdout":
+        return split, "evar_split"
+    if folder is None:
+        raise ValueError("protocol_split: protocol 'evar' needs a folder")
+    os.makedirs(folder, exist_ok=True)
+    merged = os.path.join(folder, "evar_train.csv")
+    rows, header = [], None
+    for path in (split.train_csv, split.valid_csv):
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            head = next(reader, None)
+            if head is None:
+                continue
+            if header is not None and head != header:
+                raise ValueError(f"{path}: columns {head} differ from {header}")
+            header = head
+            rows.extend(reader)
+    tmp = merged + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header or ["ID", "duration", "wav", "label"])
+        writer.writerows(rows)
+    os.replace(tmp, merged)
+    return (
+        type(split)(split.name, merged, split.test_csv, split.test_csv),
+        "evar_holdout",
+    )
+
+
+def trainable_summary(modules):
+    """Trainable / total parameter counts, per module and in all.
+
+    SpeechBrain's own "Trainable Parameters" line counts before
+    ``on_fit_start`` freezes anything; this is the count the optimiser sees.
+
+    Arguments
+    ---------
+    modules : dict of nn.Module
+        ``{name: module}``.
+
+    Returns
+    -------
+    dict
+        ``{name: (trainable, total)}`` plus ``"all"``.
+
+    Example
+    -------
+    >>> trainable_summary({"a": nn.Linear(2, 2)})["all"]
+    (6, 6)
+    """
+    out, seen = {}, set()
+    tot_t = tot = 0
+    for name, module in modules.items():
+        t = n = 0
+        for p in module.parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            n += p.numel()
+            t += p.numel() if p.requires_grad else 0
+        out[name] = (t, n)
+        tot_t, tot = tot_t + t, tot + n
+    out["all"] = (tot_t, tot)
+    return out
+
+
 def check_finetune_hparams(hparams):
     """Validates the fine-tuning keys before anything is built or trained.
 
@@ -287,6 +482,11 @@ def check_finetune_hparams(hparams):
     drop = float(get("token_drop", 0.0) or 0.0)
     if not 0.0 <= drop < 1.0:
         raise ValueError(f"token_drop must be in [0, 1), got {drop}")
+    mode = get("token_drop_mode", "random")
+    if mode not in TOKEN_DROP_MODES:
+        raise ValueError(
+            f"token_drop_mode must be one of {TOKEN_DROP_MODES}, got {mode!r}"
+        )
     pooling = get("pooling", "tokens")
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -301,6 +501,10 @@ def check_finetune_hparams(hparams):
         raise ValueError(
             f"pretrained_parts must be one of {PRETRAINED_PARTS}, "
             f"got {hparams['pretrained_parts']!r}"
+        )
+    if get("protocol", "clean") not in PROTOCOLS:
+        raise ValueError(
+            f"protocol must be one of {PROTOCOLS}, got {hparams['protocol']!r}"
         )
     decay = get("layer_decay")
     if decay is not None and not 0.0 < float(decay) <= 1.0:
@@ -511,7 +715,36 @@ class FinetuneBrain(ScheduledBrain):
             freeze_stem=self._flag("freeze_stem"),
             freeze_encoder=self._flag("freeze_encoder"),
         )
+        counts = trainable_summary(
+            {k: self.modules[k] for k in ("encoder", "head") if k in self.modules}
+        )
+        t, n = counts["all"]
+        logger.info(
+            "Trainable parameters after freezing: %s of %s (%.2f%%; encoder "
+            "%s of %s, head %s)%s",
+            f"{t:,}", f"{n:,}", 100.0 * t / max(n, 1),
+            f"{counts.get('encoder', (0, 0))[0]:,}",
+            f"{counts.get('encoder', (0, 0))[1]:,}",
+            f"{counts.get('head', (0, 0))[0]:,}",
+            " [stem frozen]" if self._flag("freeze_stem") else "",
+        )
+        self.trainable_counts = counts
         super().on_fit_start()
+
+    def print_trainable_parameters(self):
+        """SpeechBrain's parameter count, after the configured freezing.
+
+        ``Brain.__init__`` prints it before ``on_fit_start``: freezing first
+        makes its "Trainable Parameters" line true (``freeze_stem``,
+        ``freeze_encoder``); :meth:`on_fit_start` logs the per-module count.
+        """
+        if "encoder" in self.modules and getattr(self, "hparams", None) is not None:
+            set_trainable(
+                self.modules.encoder,
+                freeze_stem=self._flag("freeze_stem"),
+                freeze_encoder=self._flag("freeze_encoder"),
+            )
+        super().print_trainable_parameters()
 
     def _flag(self, name):
         return bool(getattr(self.hparams, name, False))
@@ -604,7 +837,12 @@ class FinetuneBrain(ScheduledBrain):
             torch.is_grad_enabled() and not self._flag("freeze_encoder")
         ):
             return encode_pooled(
-                self.modules.encoder, feats, lengths, pooling, drop
+                self.modules.encoder,
+                feats,
+                lengths,
+                pooling,
+                drop,
+                token_drop_mode=getattr(hp, "token_drop_mode", "random"),
             )
 
     def compute_objectives(self, predictions, batch, stage):
@@ -763,6 +1001,9 @@ class FinetuneBrain(ScheduledBrain):
             "num_skipped": int(self._skipped_eval),
             "num_classes": int(hp.num_classes),
             "pretrained_path": getattr(hp, "pretrained_path", None),
+            "protocol": getattr(hp, "protocol", "clean"),
+            "selection": SELECTION.get(getattr(hp, "selection", "clean")),
+            "optimistic": getattr(hp, "selection", "clean") == "evar_holdout",
             "debug": bool(self.debug),
         }
 

@@ -15,12 +15,15 @@ layer-wise lr decay). :class:`ScheduledBrain` fixes both for its subclasses
   schedule, then calls :meth:`after_optimizer_step` (e.g. the EMA update).
 """
 
+import logging
 import math
 
 import speechbrain as sb
 from torch.utils.data import DataLoader
 
 from aasp_sb.schedulers import WarmupCosine, clip_grad_norm_all
+
+logger = logging.getLogger(__name__)
 
 
 class ScheduledBrain(sb.Brain):
@@ -106,6 +109,14 @@ class ScheduledBrain(sb.Brain):
         self.optimizers_dict = {"optimizer": self.optimizer}
         total = self.total_steps
         warmup = int(round(float(warmup_epochs) * getattr(self, "steps_per_epoch", 1)))
+        if warmup > total - 1 and float(warmup_epochs) > 0:
+            logger.warning(
+                "warmup_epochs=%s is longer than the run (number_of_epochs=%s, "
+                "%d optimiser steps): the warm-up is cut to %d steps and the lr "
+                "never reaches its peak schedule; lower warmup_epochs",
+                warmup_epochs, getattr(self.hparams, "number_of_epochs", "?"),
+                total, max(0, total - 1),
+            )
         self.lr_scheduler = WarmupCosine(
             self.optimizer,
             warmup_steps=max(0, min(warmup, total - 1)),

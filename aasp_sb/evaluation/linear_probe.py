@@ -2,10 +2,17 @@
 
 The protocol (Niizumi et al., EVAR; DESIGN.md section 5): embeddings are
 standardised with a scaler fitted on the training split only; a single
-``Linear`` layer is trained with Adam (lr 3e-4), batch ``min(200, N)``, up to
-200 epochs, with early stopping (patience 20) on validation accuracy (mAP for
-multi-label tasks), and the best weights are restored. Fold tasks are
-averaged over folds first, then mean ± 95% CI is taken over seeds.
+``Linear`` layer is trained with Adam, batch ``min(200, N)``, up to 200
+epochs, with early stopping (patience 20, ties count as a new best, as
+EVAR's) on validation accuracy (mAP for multi-label tasks), and the best
+weights are restored. The probe lr is a setting: :data:`EVAR_DEFAULT_LR`
+(EVAR's generic default) is this module's default, :data:`EVAR_M2D_LR` is
+what EVAR's ``config/m2d.yaml`` uses for M2D's 3840-d frame features (and
+what ``hparams/linear_eval/evar.yaml`` sets). Fold tasks are
+averaged over folds first, then mean ± 95% CI is taken over seeds. That CI
+measures the probe's seeds only (initialisation and batch order, with the
+embeddings and crops fixed); the fine-tuning recipe's CI is over folds
+(splits) with one training seed: the two measure different things.
 
 Everything runs on whole tensors (mini-batches are index slices), so a
 probe on a few thousand embeddings trains in seconds on a CPU.
@@ -30,6 +37,13 @@ from aasp_sb.evaluation.metrics import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Probe lr of EVAR's generic configs (e.g. ``config/byola.yaml``
+#: ``lr_lineareval: 0.0003``).
+EVAR_DEFAULT_LR = 3e-4
+#: Probe lr of EVAR's ``config/m2d.yaml`` (``lr_lineareval: 0.00003``), used
+#: for M2D's published linear-evaluation numbers on 3840-d frame features.
+EVAR_M2D_LR = 3e-5
 
 
 def _as_float(x):
@@ -85,22 +99,47 @@ class StandardScaler(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
-    def fit(self, x):
-        """Computes the mean and scale of ``x``.
+    def fit(self, x, chunk_rows=None):
+        """Computes the mean and scale of ``x``, in float64, chunk by chunk.
+
+        The statistics are accumulated over row chunks (Chan et al.'s
+        pairwise update of mean and sum of squared deviations, in float64),
+        so memory stays at one float64 chunk instead of a float64 copy of
+        ``x`` (NSynth: 289k x 3840 would be 8.9 GB, with temporaries near
+        20 GB); the result equals the one-pass float64 statistics to
+        rounding.
 
         Arguments
         ---------
         x : torch.Tensor
-            ``[N, D]`` training embeddings.
+            ``[N, D]`` training embeddings (float32 is kept as is).
+        chunk_rows : int, optional
+            Rows per chunk (default: about 64 MB of float64 per chunk).
 
         Returns
         -------
         StandardScaler
             ``self``.
         """
-        x = _as_float(x).double()
-        mean = x.mean(dim=0)
-        std = x.std(dim=0, unbiased=False)
+        x = _as_float(x)
+        n_rows, dim = x.shape
+        if n_rows == 0:
+            raise ValueError("StandardScaler.fit: no rows")
+        rows = int(chunk_rows or max(1, (8 << 20) // max(dim, 1)))
+        count = 0
+        mean = torch.zeros(dim, dtype=torch.float64)
+        m2 = torch.zeros(dim, dtype=torch.float64)
+        for start in range(0, n_rows, rows):
+            c = x[start : start + rows].double().cpu()
+            k = c.shape[0]
+            c_mean = c.mean(dim=0)
+            c_m2 = ((c - c_mean) ** 2).sum(dim=0)
+            delta = c_mean - mean
+            total = count + k
+            mean = mean + delta * (k / total)
+            m2 = m2 + c_m2 + delta**2 * (count * k / total)
+            count = total
+        std = (m2 / count).sqrt()
         std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, 1.0)
         device = self.mean.device
         self.mean = mean.float().to(device)
@@ -204,6 +243,74 @@ def _predict(model, x, chunk=8192):
     return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
+#: Tie rules of :class:`EarlyStopping`.
+TIE_RULES = ("latest", "first")
+
+
+class EarlyStopping:
+    """Early stopping on a validation score (higher is better).
+
+    EVAR's rule (``EarlyStopping.on_epoch_end`` in nttcslab/eval-audio-repr
+    ``evar/utils/torch_mlp_clf2.py``, used by its ``lineareval.py``): an
+    epoch whose score is **at least** the best so far (``>=``) becomes the
+    best one: a tie resets the patience and the latest tied epoch's weights
+    are kept (``ties="latest"``). Training stops at the first epoch that is
+    not the best and comes ``patience`` epochs after the best.
+    ``ties="first"`` needs a strictly better score (keeps the first tied
+    epoch, stops earlier on plateaus).
+
+    Arguments
+    ---------
+    patience : int
+        Epochs without a new best before stopping.
+    ties : str
+        ``"latest"`` (EVAR) or ``"first"``.
+
+    Example
+    -------
+    >>> stop = EarlyStopping(patience=2)
+    >>> [stop.step(s, e) for e, s in enumerate([0.5, 0.7, 0.7, 0.6, 0.6])]
+    [(True, False), (True, False), (True, False), (False, False), (False, True)]
+    >>> stop.best_epoch, stop.best_score
+    (2, 0.7)
+    """
+
+    def __init__(self, patience=20, ties="latest"):
+        if ties not in TIE_RULES:
+            raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+        self.patience = int(patience)
+        self.ties = ties
+        self.best_score = -math.inf
+        self.best_epoch = -1
+
+    def step(self, score, epoch):
+        """Records one epoch's validation score.
+
+        Arguments
+        ---------
+        score : float
+            Validation score of ``epoch``.
+        epoch : int
+            0-based epoch index.
+
+        Returns
+        -------
+        improved : bool
+            ``epoch`` is the new best (keep its weights).
+        stop : bool
+            Training should stop now.
+        """
+        better = (
+            score >= self.best_score
+            if self.ties == "latest"
+            else score > self.best_score
+        )
+        if better:
+            self.best_score, self.best_epoch = score, epoch
+            return True, False
+        return False, epoch - self.best_epoch >= self.patience
+
+
 def train_linear_probe(
     train_x,
     train_y,
@@ -211,13 +318,14 @@ def train_linear_probe(
     valid_y,
     num_classes,
     multilabel=False,
-    lr=3e-4,
+    lr=EVAR_DEFAULT_LR,
     max_epochs=200,
     patience=20,
     batch_size=None,
     seed=0,
     device="cpu",
     weight_decay=0.0,
+    ties="latest",
 ):
     """Trains a linear classifier on frozen embeddings with early stopping.
 
@@ -241,8 +349,8 @@ def train_linear_probe(
     max_epochs : int
         Maximum number of epochs.
     patience : int
-        Stop after this many epochs without a strictly better validation
-        score.
+        Stop after this many epochs without a new best validation score
+        (see :class:`EarlyStopping`).
     batch_size : int, optional
         Mini-batch size; ``min(200, N)`` by default.
     seed : int
@@ -252,6 +360,9 @@ def train_linear_probe(
         Training device.
     weight_decay : float
         Adam weight decay.
+    ties : str
+        ``"latest"``: a tied validation score is a new best (EVAR's ``>=``);
+        ``"first"``: only a strictly better one is.
 
     Returns
     -------
@@ -301,7 +412,7 @@ def train_linear_probe(
     loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
 
     history = {"train_loss": [], "valid_score": []}
-    best_score, best_epoch, best_state = -math.inf, -1, None
+    stopper, best_state = EarlyStopping(patience, ties), None
     for epoch in range(max_epochs):
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
@@ -320,19 +431,19 @@ def train_linear_probe(
             _predict(model, xv).cpu(), yv, multilabel, warn=epoch == 0
         )
         history["valid_score"].append(score)
-        if score > best_score:
-            best_score, best_epoch = score, epoch
+        improved, stop = stopper.step(score, epoch)
+        if improved:
             best_state = {
                 k: v.detach().clone() for k, v in model.state_dict().items()
             }
-        elif epoch - best_epoch >= patience:
+        elif stop:
             break
 
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    history["best_epoch"] = best_epoch
-    history["best_valid_score"] = best_score
+    history["best_epoch"] = stopper.best_epoch
+    history["best_valid_score"] = stopper.best_score
     history["epochs"] = len(history["valid_score"])
     return model, scaler, history
 
@@ -512,6 +623,34 @@ def summarize_folds(per_fold, seeds, metric="accuracy", best_epochs=None):
     }
 
 
+def average_label(tasks):
+    """Label of an average row: which tasks it averages (and if EVAR's nine).
+
+    Arguments
+    ---------
+    tasks : iterable of str
+        Task names.
+
+    Returns
+    -------
+    str
+        E.g. ``"average of 2 (esc50, us8k)"``; ``"... = EVAR's 9"`` when the
+        tasks are exactly EVAR's nine linear-evaluation tasks.
+
+    Example
+    -------
+    >>> average_label(["esc50", "us8k"])
+    'average of 2 (esc50, us8k)'
+    """
+    from aasp_sb.data.tasks import EVAR_NINE
+
+    names = [str(t) for t in tasks]
+    label = f"average of {len(names)} ({', '.join(names)})"
+    if sorted(names) == sorted(EVAR_NINE):
+        label += " = EVAR's 9"
+    return label
+
+
 def results_table(results, fmt="markdown", scale=100.0, digits=2, average=True):
     """Formats linear-evaluation results of several tasks as a table.
 
@@ -526,7 +665,8 @@ def results_table(results, fmt="markdown", scale=100.0, digits=2, average=True):
     digits : int
         Decimal places.
     average : bool
-        Append an ``average`` row (mean of the task means) when there is more
+        Append an average row (mean of the task means, labelled with the
+        tasks it averages, see :func:`average_label`) when there is more
         than one task.
 
     Returns
@@ -562,7 +702,7 @@ def results_table(results, fmt="markdown", scale=100.0, digits=2, average=True):
     if average and len(results) > 1:
         avg = sum(r["mean"] for r in results.values()) / len(results)
         text = f"{avg * scale:.{digits}f}"
-        rows.append(["average", "", text, text, "", "", ""])
+        rows.append([average_label(results), "", text, text, "", "", ""])
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

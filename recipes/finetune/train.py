@@ -54,11 +54,13 @@ from aasp_sb.brains.finetune import (
     architecture_overrides,
     check_finetune_hparams,
     check_same_model,
+    protocol_split,
     select_pretrained_parts,
 )
+from aasp_sb.cli import check_overrides
 from aasp_sb.data.folder import read_csv
 from aasp_sb.data.pipeline import labelled_dataset, read_classes
-from aasp_sb.data.tasks import Split, TaskInfo, get_task
+from aasp_sb.data.tasks import Split, TaskInfo, get_task, valid_source
 from aasp_sb.distributed import finish_distributed
 from aasp_sb.evaluation.metrics import format_mean_ci, mean_ci95
 from aasp_sb.pretrained import (
@@ -180,10 +182,13 @@ def prepare_data(keys):
         )
         return info, splits, str(classes_path)
     module = get_task(task)
+    # The split's own seed (``prep_seed``), never the training ``seed``: every
+    # fine-tuning seed (and the linear evaluation) is scored on the same split.
     kwargs = dict(
         data_folder=keys["data_folder"],
         save_folder=keys["prep_folder"],
-        seed=int(keys.get("seed", 0)),
+        seed=int(keys.get("prep_seed", 0) or 0),
+        **dict(keys.get("prepare_options") or {}),
     )
     run_on_main(module.prepare, kwargs=kwargs)
     info, splits = module.prepare(**kwargs)
@@ -352,11 +357,40 @@ def run_split(ctx, split):
                 hparams.get("pretrained_parts", "all"),
             )
             load_state(hparams["encoder"], state, reference.checkpoint)
+            parts = hparams.get("pretrained_parts", "all")
+            n_loaded = sum(  # tensors taken from the run (the rest: fresh init)
+                1 for k in state
+                if parts == "all" or k.startswith("stem.") == (parts == "stem")
+            )
+            logger.info(
+                "Loaded pre-trained %s weights (pretrained_parts: %s, %d "
+                "tensors) from %s (given as %s)",
+                keys.get("pretrained_which", "student"), parts, n_loaded,
+                reference.checkpoint, ctx["source"],
+            )
+    if not ctx["has_weights"]:
+        logger.info(
+            "No pre-trained weights loaded (pretrained_path: null): the encoder "
+            "starts from the YAML's seeded random init"
+        )
+    split, selection = protocol_split(
+        split,
+        hparams.get("protocol", "clean"),
+        valid_source(keys["task"]),
+        folder,
+    )
+    if selection == "evar_holdout":
+        logger.warning(
+            "protocol: evar on %s: the holdout goes back into training and "
+            "the TEST set selects the epoch (EVAR finetune.py); the reported "
+            "score is optimistic", keys["task"],
+        )
     hparams.update(
         multilabel=info.multilabel,
         classes=ctx["classes"],
         split_name=split.name,
         task=keys["task"],
+        selection=selection,
     )
     train, valid, test = dataio_prep(hparams, split, info, ctx["classes_path"])
     brain = FinetuneBrain(
@@ -367,6 +401,11 @@ def run_split(ctx, split):
         checkpointer=hparams["checkpointer"],
     )
     batch = max(1, min(int(hparams["batch_size"]), len(train)))
+    drop_last = bool(hparams.get("drop_last", True))
+    if not drop_last and len(train) % batch == 1:
+        # BatchNorm (the head) cannot train on a batch of one clip
+        logger.info("drop_last: False, but the last batch would hold 1 clip: dropped")
+        drop_last = True
     brain.fit(
         hparams["epoch_counter"],
         train,
@@ -374,7 +413,7 @@ def run_split(ctx, split):
         train_loader_kwargs={
             "batch_size": batch,
             "shuffle": True,
-            "drop_last": True,
+            "drop_last": drop_last,
             "num_workers": hparams["num_workers"],
         },
         valid_loader_kwargs={
@@ -448,6 +487,10 @@ def summarize(output_folder, task, metric, results):
         "mean": None if math.isnan(mean) else mean,
         "ci95": None if math.isnan(half) else half,
         "debug": any(bool(r.get("debug")) for r in results.values()),
+        # what varies inside the CI: the splits (folds), one training seed
+        "ci95_over": "splits",
+        "protocol": sorted({str(r.get("protocol", "clean")) for r in results.values()}),
+        "optimistic": any(bool(r.get("optimistic")) for r in results.values()),
     }
     if if_main_process():
         os.makedirs(output_folder, exist_ok=True)
@@ -461,8 +504,13 @@ def summarize(output_folder, task, metric, results):
             for name, v in values.items()
         ]
         lines.append(
-            f"| **mean ± 95% CI** | **{format_mean_ci(mean, half)}** |"
+            f"| **mean ± 95% CI** (over the splits) | **{format_mean_ci(mean, half)}** |"
         )
+        if summary["optimistic"]:
+            lines.append(
+                "\nprotocol: evar -- the epoch was selected on the test set "
+                "(EVAR finetune.py): optimistic."
+            )
         with open(
             os.path.join(output_folder, "summary.md"), "w", encoding="utf-8"
         ) as f:
@@ -488,6 +536,7 @@ def main(argv=None):
     hparams_file, run_opts, overrides = sb.parse_arguments(
         sys.argv[1:] if argv is None else argv
     )
+    check_overrides(hparams_file, overrides, prog="train.py")
     sb.utils.distributed.ddp_init_group(run_opts)
     overrides = parse_overrides(overrides)
     with open(hparams_file, encoding="utf-8") as fin:

@@ -15,6 +15,8 @@ nsynth     NSynth (families)           11       accuracy    official
 vc1        VoxCeleb1 identification    1251     accuracy    official
 cremad     CREMA-D                     6        accuracy    by actor
 gtzan      GTZAN                       10       accuracy    filtered
+voxforge   VoxForge (language ID)      6        accuracy    by session
+surge      Surge synth (pitch)         88       accuracy    by tone
 =========  ==========================  =======  ==========  ============
 
 Every module exposes ``info`` (nominal :class:`TaskInfo`) and
@@ -30,10 +32,21 @@ Example
 
 from __future__ import annotations
 
-from . import as20k, cremad, esc50, gtzan, nsynth, spcv2, us8k, vc1
+from . import (
+    as20k,
+    cremad,
+    esc50,
+    gtzan,
+    nsynth,
+    spcv2,
+    surge,
+    us8k,
+    vc1,
+    voxforge,
+)
 from .base import Split, TaskInfo
 
-__all__ = ["TASKS", "Split", "TaskInfo", "get_task", "prepare_task"]
+__all__ = ["EVAR_NINE", "TASKS", "Split", "TaskInfo", "get_task", "prepare_task", "valid_source"]
 
 #: Task name -> module with ``info`` and ``prepare``.
 TASKS = {
@@ -45,7 +58,12 @@ TASKS = {
     "vc1": vc1,
     "cremad": cremad,
     "gtzan": gtzan,
+    "voxforge": voxforge,
+    "surge": surge,
 }
+
+#: EVAR's nine linear-evaluation tasks (the "9-task average" of M2D's papers).
+EVAR_NINE = ("esc50", "us8k", "spcv2", "vc1", "voxforge", "cremad", "gtzan", "nsynth", "surge")
 
 _ALIASES = {
     "audioset20k": "as20k",
@@ -80,7 +98,7 @@ def get_task(name):
     >>> get_task("nope")
     Traceback (most recent call last):
     ...
-    KeyError: "unknown task 'nope'; valid names: as20k, cremad, esc50, gtzan, nsynth, spcv2, us8k, vc1"
+    KeyError: "unknown task 'nope'; valid names: as20k, cremad, esc50, gtzan, nsynth, spcv2, surge, us8k, vc1, voxforge"
     """
     key = str(name).lower().replace("-", "").replace("_", "").replace(" ", "")
     key = _ALIASES.get(key, key)
@@ -121,3 +139,33 @@ def prepare_task(name, data_folder, save_folder, seed=0, **kwargs):
     ESC-50: meta/esc50.csv not found under /nonexistent
     """
     return get_task(name).prepare(data_folder, save_folder, seed=seed, **kwargs)
+
+
+def valid_source(name):
+    """Where a task's validation set comes from: ``"split"`` or ``"holdout"``.
+
+    ``"holdout"`` (ESC-50, US8K, AS-20K): the task has no validation set of
+    its own and preparation holds out a class-complete 10 % of train;
+    ``"split"``: an official or fixed validation part (also for unknown
+    names, e.g. a CSV task that brings its own ``valid.csv``).
+
+    Arguments
+    ---------
+    name : str
+        Task name.
+
+    Returns
+    -------
+    str
+        ``"split"`` or ``"holdout"``.
+
+    Example
+    -------
+    >>> valid_source("esc50"), valid_source("spcv2"), valid_source("csv")
+    ('holdout', 'split', 'split')
+    """
+    try:
+        module = get_task(name)
+    except KeyError:
+        return "split"
+    return getattr(module, "VALID_SOURCE", "split")

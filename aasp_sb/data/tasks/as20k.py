@@ -49,6 +49,8 @@ from .base import (
 
 NAME = "as20k"
 DATASET = "AudioSet-20K"
+#: Validation: a class-complete 10 % holdout of train (no official valid set).
+VALID_SOURCE = "holdout"
 #: Nominal description (``prepare`` returns the counts actually found).
 info = TaskInfo(
     name=NAME,

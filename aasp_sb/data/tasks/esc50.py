@@ -32,6 +32,8 @@ from .base import (
 
 NAME = "esc50"
 DATASET = "ESC-50"
+#: Validation: a class-complete 10 % holdout of train (no official valid set).
+VALID_SOURCE = "holdout"
 #: Nominal description (``prepare`` returns the counts actually found).
 info = TaskInfo(
     name=NAME,

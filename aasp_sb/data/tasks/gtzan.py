@@ -47,6 +47,8 @@ LISTS = {
     "test": "test_filtered.txt",
 }
 GENRE_DIRS = ("genres", "genres_original", "Data/genres_original")
+#: Validation is a fixed part of the split (the filtered lists), not a holdout.
+VALID_SOURCE = "split"
 #: Nominal description (``prepare`` returns the counts actually found).
 info = TaskInfo(
     name=NAME,
@@ -214,9 +216,12 @@ def prepare_gtzan(data_folder, save_folder, seed=0, split_folder=None):
         items = probe_audio(DATASET, items, save_folder)
         require_usable(DATASET, items, root)
         parts, name = stratified(items, seed), "stratified"
-        logger.info(
-            "%s: no fault-filtered lists found; using a stratified split",
-            DATASET,
+        logger.warning(
+            "%s: no fault-filtered lists (train/valid/test_filtered.txt) found "
+            "under %s; using the split 'stratified' (seed %d), which is NOT "
+            "artist-filtered: scores are optimistic and not comparable with "
+            "EVAR's (give split_folder= to use the lists)",
+            DATASET, root, seed,
         )
     else:
         items, missing, listed = [], [], set()

@@ -49,6 +49,8 @@ FAMILIES = [
     "synth_lead",
     "vocal",
 ]
+#: Validation is an official part of the split, not a holdout.
+VALID_SOURCE = "split"
 #: Nominal description (``prepare`` returns the counts actually found).
 info = TaskInfo(
     name=NAME,

@@ -36,6 +36,8 @@ from .base import (
 
 NAME = "spcv2"
 DATASET = "Speech Commands V2"
+#: Validation is an official part of the split, not a holdout.
+VALID_SOURCE = "split"
 #: Nominal description (``prepare`` returns the counts actually found).
 info = TaskInfo(
     name=NAME,

@@ -34,6 +34,8 @@ from .base import (
 
 NAME = "us8k"
 DATASET = "UrbanSound8K"
+#: Validation: a class-complete 10 % holdout of train (no official valid set).
+VALID_SOURCE = "holdout"
 #: Nominal description (``prepare`` returns the counts actually found).
 info = TaskInfo(
     name=NAME,

@@ -38,6 +38,8 @@ NAME = "vc1"
 DATASET = "VoxCeleb1"
 SPLIT_FILE = "iden_split.txt"
 PARTS = {"1": "train", "2": "valid", "3": "test"}
+#: Validation is an official part of the split, not a holdout.
+VALID_SOURCE = "split"
 #: Nominal description (``prepare`` returns the counts actually found).
 info = TaskInfo(
     name=NAME,
