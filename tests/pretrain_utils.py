@@ -34,3 +34,12 @@ def recipe_args(data_folder, output_folder, **overrides):
     args = [str(TINY), f"--data_folder={data_folder}", f"--output_folder={output_folder}"]
     args += [f"--{k}={v}" for k, v in opts.items()]
     return args + ["--device=cpu"]
+
+
+def free_port():
+    """A TCP port nobody listens on now (bound to port 0 and released)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -155,25 +155,41 @@ def test_shifted_views_are_per_clip_shifts_of_the_same_window():
         shifted_views(wavs, lengths, [4], 20, front, n)
 
 
-def test_same_checkpoint_gives_identical_columns_and_zero_shift_is_one(
-    setup, caplog
-):
+def test_columns_belong_to_their_checkpoints_and_zero_shift_is_one(setup, caplog):
+    """Two different models (AaPE and plain stem, other seeds) get their own numbers.
+
+    Each column equals that checkpoint measured on its own, whatever its
+    position in the list; the two models' columns differ; the same checkpoint
+    listed twice gives identical columns.
+    """
+    kwargs = dict(shifts="0-3,8", max_clips=3)
     result = compare_checkpoints(
-        [setup["aasp"], setup["aasp"]],
-        setup["csv"],
-        shifts="0-3,8",
-        max_clips=3,
+        [setup["aasp"], setup["plain"], setup["aasp"]], setup["csv"], **kwargs
     )
     models = result["models"]
-    assert list(models) == ["aasp", "aasp-2"]
-    a, b = models["aasp"], models["aasp-2"]
-    assert a["per_shift"] == b["per_shift"]
+    assert list(models) == ["aasp", "plain", "aasp-2"]
+    a, pl = models["aasp"], models["plain"]
+    assert a["stem"] == "AaPE" and pl["stem"] == "PatchEmbed"
+    assert a["checkpoint"].startswith(str(setup["aasp"]))
+    assert pl["checkpoint"].startswith(str(setup["plain"]))
+    assert models["aasp-2"]["per_shift"] == a["per_shift"]
+    # the models differ: at least one shifted cosine differs clearly
+    assert max(abs(x - y) for x, y in zip(a["per_shift"][1:], pl["per_shift"][1:])) > 1e-3
+    for name, run in (("aasp", setup["aasp"]), ("plain", setup["plain"])):
+        alone = measure_checkpoint_stability(run, setup["csv"], **kwargs)
+        assert models[name]["per_shift"] == pytest.approx(alone["per_shift"], abs=1e-9)
+    swapped = compare_checkpoints([setup["plain"], setup["aasp"]], setup["csv"], **kwargs)
+    assert list(swapped["models"]) == ["plain", "aasp"]
+    for name in ("aasp", "plain"):
+        assert swapped["models"][name]["per_shift"] == pytest.approx(
+            models[name]["per_shift"], abs=1e-9
+        )
     assert a["num_clips"] == 3
     assert a["shifts"] == [0, 1, 2, 3, 8]
-    assert a["per_shift"][0] == pytest.approx(1.0, abs=1e-9)
-    assert all(-1.0 <= v <= 1.0 + 1e-9 for v in a["per_shift"])
-    assert a["overall"] == pytest.approx(sum(a["per_shift"]) / 5)
-    assert a["stem"] == "AaPE"
+    for r in (a, pl):
+        assert r["per_shift"][0] == pytest.approx(1.0, abs=1e-9)
+        assert all(-1.0 <= v <= 1.0 + 1e-9 for v in r["per_shift"])
+        assert r["overall"] == pytest.approx(sum(r["per_shift"]) / 5)
     # the corrupt file and the too-short clip are skipped and logged, not fatal
     skipped = result["skipped"]
     assert sorted(p.rsplit("/", 1)[-1] for p in skipped) == [
@@ -237,5 +253,20 @@ def test_command_writes_side_by_side_markdown_and_json(setup, tmp_path):
     assert data["models"]["plain"]["stem"] == "PatchEmbed"
     assert len(data["models"]["aasp"]["per_shift"]) == 4
     assert data["num_clips"] == {"aasp": 2, "plain": 2}
+    # the Markdown cells are the JSON numbers, each under its own model's column
+    rows = {
+        line.split("|")[1].strip(): [float(c) for c in line.split("|")[2:4]]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| shift")
+    }
+    for i, shift in enumerate(data["shifts"]):
+        for j, name in enumerate(("aasp", "plain")):
+            assert rows[str(shift)][j] == pytest.approx(
+                data["models"][name]["per_shift"][i], abs=6e-5
+            )
+    assert rows["mean"] == pytest.approx(
+        [data["models"][n]["overall"] for n in ("aasp", "plain")], abs=6e-5
+    )
+    assert rows["1"][0] != rows["1"][1]  # two different models, two columns
     with pytest.raises(ValueError, match="distinct names"):
         compare_checkpoints([setup["aasp"]], setup["csv"], names=["a", "b"])

@@ -12,6 +12,7 @@ from task_fixtures import make_esc50, write_corrupt
 
 import aasp_sb.evaluation.linear_eval as le
 from aasp_sb.data.demo import make_demo_corpus
+from aasp_sb.evaluation.metrics import format_mean_ci, mean_ci95
 from aasp_sb.inference import AaSPEncoder
 from aasp_sb.recipe_import import import_recipe
 
@@ -125,8 +126,14 @@ def test_unreadable_clip_is_left_out(model, tmp_path):
 
 
 def test_demo_corpus_through_the_recipe_random_init(tmp_path):
-    demo = make_demo_corpus(str(tmp_path / "demo"), num_per_class=4, seconds=0.4,
-                            classes=("am_05hz", "chirp", "click_train"))
+    """Random-init baseline on three steady demo classes (noise band, low tone,
+    high tone: separable by spectrum alone, even for untrained weights).
+
+    The score is above chance, the CI is the one of the per-seed scores, and
+    results.md / results.csv print exactly the numbers of results.json.
+    """
+    demo = make_demo_corpus(str(tmp_path / "demo"), num_per_class=10, seconds=0.4,
+                            classes=("noise_band", "tone_low", "tone_high"))
     out = tmp_path / "le_random"
     csv_tasks = (
         f"{{demo: {{train_csv: {demo['train']}, valid_csv: {demo['valid']}, "
@@ -136,10 +143,31 @@ def test_demo_corpus_through_the_recipe_random_init(tmp_path):
         str(YAML), "--random_init=True", f"--model_hparams={TINY_YAML}",
         "--model_overrides={embed_dim: 32, depth: 1, num_heads: 2, crop_frames: 64, aape_modes: 4}",
         "--tasks=demo", f"--csv_tasks={csv_tasks}", f"--output_folder={out}",
-        "--max_epochs=5", "--device=cpu",
+        "--max_epochs=30", "--lr=0.01", "--device=cpu",
     ])
-    assert results["demo"]["num_classes"] == 3  # classes.txt next to the CSVs
-    assert (out / "results.md").exists() and (out / "hyperparams.yaml").exists()
+    r = results["demo"]
+    assert r["num_classes"] == 3  # classes.txt next to the CSVs
+    assert r["clips"]["official"] == {"train": 18, "valid": 6, "test": 6}
+    # chance is 1/3; measured 5 of 6 test clips right with every probe seed
+    assert r["mean"] >= 2 / 3, r
+    # one official fold, three probe seeds: the fold average per seed, then mean ± CI
+    assert r["folds"] == ["official"] and r["seeds"] == [0, 1, 2]
+    assert r["per_seed"] == pytest.approx(r["per_fold"]["official"])
+    mean, ci = mean_ci95(r["per_seed"])
+    assert r["mean"] == pytest.approx(mean) and r["ci95"] == pytest.approx(ci)
+    saved = json.loads((out / "results.json").read_text())["demo"]
+    for key in ("mean", "ci95", "per_seed", "num_classes"):
+        assert saved[key] == pytest.approx(r[key]), key
+    # the tables print the JSON's numbers
+    row = next(line for line in (out / "results.md").read_text().splitlines()
+               if line.startswith("| demo |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    expected = ["demo", "accuracy", format_mean_ci(saved["mean"], saved["ci95"]),
+                f"{100 * saved['mean']:.2f}", f"{100 * saved['ci95']:.2f}", "1", "3"]
+    assert cells == expected
+    (csv_row,) = list(csv.reader(open(out / "results.csv")))[1:]
+    assert csv_row == expected
+    assert (out / "hyperparams.yaml").exists()
 
 
 def test_esc50_layout_through_the_recipe(run, tmp_path):
@@ -163,6 +191,13 @@ def test_esc50_layout_through_the_recipe(run, tmp_path):
     assert rows[0]["task"] == "esc50" and rows[0]["folds"] == "5" and rows[0]["seeds"] == "3"
     saved = json.loads((out / "results.json").read_text())
     assert saved["esc50"]["mean"] == pytest.approx(r["mean"])
+    mean, ci = mean_ci95(r["per_seed"])  # the CI is over the seeds' fold averages
+    assert r["mean"] == pytest.approx(mean) and r["ci95"] == pytest.approx(ci)
+    assert saved["esc50"]["ci95"] == pytest.approx(ci)
+    md = next(line for line in (out / "results.md").read_text().splitlines()
+              if line.startswith("| esc50 |"))
+    assert [c.strip() for c in md.strip("|").split("|")][2:5] == [
+        format_mean_ci(mean, ci), f"{100 * mean:.2f}", f"{100 * ci:.2f}"]
     assert (out / "data" / "esc50" / "classes.txt").exists()
     # a second run reads every embedding from the cache
     before = {p: p.stat().st_mtime_ns for p in (out / "embeddings").rglob("*.npy")}

@@ -3,14 +3,13 @@ import logging
 import os
 import sys
 
+import matplotlib  # noqa: F401  (the `plots` extra, installed by `make test`)
 import pytest
 import torch
 from test_analysis_stability import make_corpus, make_fake_run
 
+from aasp_sb.analysis import plots
 from aasp_sb.lobes.aape import AaPE
-
-plots = pytest.importorskip("aasp_sb.analysis.plots")
-pytest.importorskip("matplotlib")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -55,7 +54,7 @@ def runs(tmp_path_factory):
 
 def test_all_plots_for_an_aape_run(runs, tmp_path):
     out = tmp_path / "plots"
-    written = plots.main(
+    written = plots.run(
         [
             "--run",
             str(runs["aasp"]),

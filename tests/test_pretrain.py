@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from pretrain_utils import load_recipe, recipe_args
@@ -20,7 +21,26 @@ def read_jsonl(path):
     return [json.loads(line) for line in open(path, encoding="utf-8")]
 
 
-def test_recipe_runs_on_mixed_audio_and_writes_loadable_checkpoint(audio_folder, tmp_path):
+def effective_rank(embeddings):
+    """RankMe written out again with numpy (a check on ``metrics.rankme``)."""
+    sigma = np.linalg.svd(np.asarray(embeddings, dtype=np.float64), compute_uv=False)
+    p = sigma / sigma.sum() + 1e-7
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def test_recipe_runs_on_mixed_audio_and_writes_loadable_checkpoint(
+    audio_folder, tmp_path, monkeypatch
+):
+    import aasp_sb.brains.pretrain as pretrain_module
+    from aasp_sb.evaluation.metrics import rankme
+
+    seen = []
+
+    def spy(embeddings, *args, **kwargs):
+        seen.append(embeddings.detach().clone())
+        return rankme(embeddings, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "rankme", spy)
     recipe = load_recipe()
     out = tmp_path / "run"
     brain = recipe.main(recipe_args(audio_folder, out, number_of_epochs=1))
@@ -31,7 +51,15 @@ def test_recipe_runs_on_mixed_audio_and_writes_loadable_checkpoint(audio_folder,
         brain.hparams.encoder.state_dict()["blocks.0.mlp.fc1.weight"].cpu(),
     )
     epochs = read_jsonl(out / "epochs.jsonl")
-    assert "valid_rankme" in epochs[-1] and epochs[-1]["valid_rankme"] > 1.0
+    # RankMe is computed on every validation clip's embedding (not one batch) and
+    # logged as is; collapsed embeddings (all rows on one direction) would give 1.0
+    num_valid = len((out / "data" / "valid.csv").read_text().strip().splitlines()) - 1
+    assert len(seen) == 1 and seen[0].shape == (num_valid, 32) and num_valid >= 4
+    logged = epochs[-1]["valid_rankme"]
+    assert logged == pytest.approx(effective_rank(seen[0]), abs=1e-3)
+    collapsed = seen[0].mean(0, keepdim=True) * torch.rand(num_valid, 1)
+    assert effective_rank(collapsed) == pytest.approx(1.0, abs=1e-3)
+    assert logged > 1.5, logged  # measured 2.6 (of at most 4 for 4 clips)
 
 
 def test_fit_lowers_the_regression_loss(audio_folder, tmp_path, monkeypatch):
@@ -53,19 +81,62 @@ def test_fit_lowers_the_regression_loss(audio_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(ContrastiveHead, "forward", counted("head", head_forward))
     recipe = load_recipe()
     out = tmp_path / "run"
+    # lr 2.5e-3 (base_lr 0.16 at batch 4), 80 steps: long enough to learn content
     brain = recipe.main(
-        recipe_args(audio_folder, out, number_of_epochs=6, contrastive_weight=0.0)
+        recipe_args(audio_folder, out, number_of_epochs=20, base_lr=0.16,
+                    contrastive_weight=0.0)
     )
     steps = read_jsonl(out / "metrics.jsonl")
     first = sum(s["regression"] for s in steps[:4]) / 4
     last = sum(s["regression"] for s in steps[-4:]) / 4
     assert last < first * 0.8, (first, last)
+    # A falling loss also fits collapse (constant targets, predicted from
+    # anything) and a student that predicts from the positions alone. The
+    # trained student must beat (a) the best constant predictor of the same
+    # targets (their mean direction: loss 0 when the targets collapse) and
+    # (b) itself given another clip's content with the same masks.
+    own, const, other = regression_references(brain)
+    assert own < 0.85 * const, (own, const)  # measured 0.43 vs 0.67 (seeds 1-3: 0.56-0.64x)
+    assert own < 0.9 * other, (own, other)  # measured 0.43 vs 0.72 (seeds 1-3: 0.68-0.82x)
     assert calls["teacher"] >= brain.optimizer_step > 0
     assert calls["head"] == 0
     head = brain.hparams.contrastive_head
     assert not any(p.requires_grad for p in head.parameters())
     in_optimizer = {id(p) for g in brain.optimizer.param_groups for p in g["params"]}
     assert not in_optimizer & {id(p) for p in head.parameters()}
+
+
+def regression_references(brain):
+    """Regression loss of the trained student and of two references, over the training clips.
+
+    Validation-stage masks (fixed). Returns the student's loss, the loss of the
+    best constant prediction of the same targets (their normalised mean
+    direction) and the student's loss when each clip's masks are filled from
+    the next clip's features (the positions are kept, the content is not).
+    """
+    import speechbrain as sb
+    import torch.nn.functional as F
+
+    from aasp_sb.lobes.teacher import unwrap_module
+    from aasp_sb.losses import regression_loss
+
+    brain.modules.eval()
+    sums = torch.zeros(3)
+    with torch.no_grad():
+        for batch in brain.train_loader:
+            feats = brain.input_features(batch.to(brain.device))
+            num_tokens, _ = unwrap_module(brain.modules.student).num_tokens(feats.shape[1])
+            visible, masked = brain.draw_masks(feats.shape[0], num_tokens, sb.Stage.VALID)
+            targets = brain.teacher_targets(feats, masked).float()
+            own = brain.modules.student(feats, visible, masked).pred.float()
+            other = brain.modules.student(feats.roll(1, 0), visible, masked).pred.float()
+            mean = F.normalize(F.normalize(targets, dim=-1).mean(dim=(0, 1)), dim=0)
+            sums += torch.stack([
+                regression_loss(own, targets),
+                regression_loss(mean.expand_as(targets), targets),
+                regression_loss(other, targets),
+            ])
+    return (sums / len(brain.train_loader)).tolist()
 
 
 class Interrupt(Exception):
@@ -200,11 +271,11 @@ def test_torchrun_two_processes_on_cpu(audio_folder, tmp_path, contrastive_weigh
     import subprocess
     import sys
 
-    from pretrain_utils import ROOT
+    from pretrain_utils import ROOT, free_port
 
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     out = tmp_path / "ddp"
-    cmd = [torchrun, "--nproc_per_node=2", "--master_port=29533",
+    cmd = [torchrun, "--nproc_per_node=2", f"--master_port={free_port()}",
            str(ROOT / "recipes" / "pretrain" / "train.py")]
     cmd += recipe_args(
         audio_folder, out, number_of_epochs=2, batch_size=2,
@@ -217,5 +288,9 @@ def test_torchrun_two_processes_on_cpu(audio_folder, tmp_path, contrastive_weigh
     steps = read_jsonl(out / "metrics.jsonl")
     assert steps and steps[-1]["step"] == len(steps)  # one writer (rank 0)
     epochs = read_jsonl(out / "epochs.jsonl")
-    assert len(epochs) == 2 and epochs[-1]["valid_rankme"] > 0  # gathered from both ranks
+    # RankMe covers all 4 validation clips: the RankMe of a rank's share of
+    # them (or of one 2-clip batch) is at most 2; measured on all 4: 2.63-2.67
+    num_valid = len((out / "data" / "valid.csv").read_text().strip().splitlines()) - 1
+    assert num_valid == 4
+    assert len(epochs) == 2 and epochs[-1]["valid_rankme"] > 2.0, epochs[-1]
     assert load_pretrained(out).encoder is not None

@@ -230,3 +230,32 @@ def test_layer_decay_with_scheduler_end_to_end():
     sched.step()
     for g in opt.param_groups:
         assert g["lr"] == pytest.approx(1e-3 * g["lr_scale"])
+
+
+def test_schedule_counts_only_full_accumulation_windows():
+    """5 batches with grad_accumulation_factor 2: SpeechBrain steps twice per epoch.
+
+    The schedule must count 2 (not ceil(5 / 2) = 3), or the cosine never
+    reaches its end and the EMA never reaches its final decay.
+    """
+    from speechbrain.utils.epoch_loop import EpochCounter
+
+    from aasp_sb.brains.scheduled import ScheduledBrain
+    from aasp_sb.schedulers import param_groups
+
+    class Regress(ScheduledBrain):
+        def init_optimizers(self):
+            self.build_optimizer(param_groups(self.modules, 0.0), warmup_epochs=0)
+
+        def compute_forward(self, batch, stage):
+            return self.modules.lin(batch[0])
+
+        def compute_objectives(self, pred, batch, stage):
+            return ((pred - batch[1]) ** 2).mean()
+
+    brain = Regress({"lin": torch.nn.Linear(2, 1)}, torch.optim.SGD, {"number_of_epochs": 2},
+                    run_opts={"noprogressbar": True, "grad_accumulation_factor": 2})
+    data = [(torch.randn(2), torch.randn(1)) for _ in range(10)]  # 5 batches of 2
+    brain.fit(EpochCounter(2), data, train_loader_kwargs={"batch_size": 2})
+    assert brain.steps_per_epoch == 2 and brain.optimizer_step == 4
+    assert brain.lr_scheduler.current_lr == pytest.approx(0.0, abs=1e-12)

@@ -170,17 +170,39 @@ def test_masked_teacher_forward_is_the_target_computation(mode, top_k):
     assert teacher.state_dict().keys() == EMATeacher(enc).state_dict().keys()
 
 
-def test_compiled_masked_teacher_matches_eager():
-    """``torch.compile`` of the module (what SpeechBrain's --compile does) covers the pass."""
+def test_compiled_masked_teacher_matches_eager_and_follows_the_ema():
+    """``torch.compile`` with inductor (what SpeechBrain's --compile uses) covers the pass.
+
+    ``update`` reached through the compiled wrapper moves every teacher weight
+    by the EMA formula, and the compiled forward then uses the new weights
+    (it equals the eager pass of the updated teacher, not the old output).
+    """
     from aasp_sb.lobes.teacher import MaskedTeacher
     from aasp_sb.masking import multi_mask
 
+    torch._dynamo.reset()
     teacher = MaskedTeacher(_vit(depth=1))
+    student = _vit(depth=1)
+    with torch.no_grad():  # dyadic weights: the EMA below is exact in float32
+        for p in teacher.parameters():
+            p.copy_(torch.randint(-16, 16, p.shape) / 64.0)
+        for p in student.parameters():
+            p.copy_(torch.randint(-16, 16, p.shape) / 64.0)
     feats = torch.randn(2, 64, 80)
     _, masked = multi_mask(2, 20, 3, 0.7, generator=torch.Generator().manual_seed(0))
-    compiled = torch.compile(teacher, backend="eager", fullgraph=False)
-    torch.testing.assert_close(compiled(feats, masked), teacher(feats, masked))
-    compiled.update(_vit(depth=1), 0.5)  # attribute access reaches the module
+    compiled = torch.compile(teacher, backend="inductor", fullgraph=False)
+    before = compiled(feats, masked)
+    torch.testing.assert_close(before, teacher(feats, masked))
+    t0 = [p.clone() for p in teacher.parameters()]
+    decay = 0.75
+    compiled.update(student, decay)  # attribute access reaches the module
+    for a, s, t1 in zip(t0, student.parameters(), compiled.parameters()):
+        assert torch.equal(t1, decay * a + (1 - decay) * s)
+    assert any(not torch.equal(a, t1) for a, t1 in zip(t0, teacher.parameters()))
+    after = compiled(feats, masked)
+    torch.testing.assert_close(after, teacher(feats, masked))
+    assert (after - before).abs().max() > 1e-3  # not a stale, compiled-in copy
+    torch._dynamo.reset()
 
 
 def test_masked_teacher_rejects_bad_keys():

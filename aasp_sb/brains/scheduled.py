@@ -16,7 +16,6 @@ layer-wise lr decay). :class:`ScheduledBrain` fixes both for its subclasses
 """
 
 import logging
-import math
 
 import speechbrain as sb
 from torch.utils.data import DataLoader
@@ -75,8 +74,10 @@ class ScheduledBrain(sb.Brain):
             batches = min(batches, self.debug_batches)
         self.train_loader = train_set
         self.has_valid = valid_set is not None
+        # SpeechBrain steps on full accumulation windows only (an unfinished
+        # trailing window is discarded at the end of the epoch)
         self.steps_per_epoch = max(
-            1, math.ceil(batches / self.grad_accumulation_factor)
+            1, batches // self.grad_accumulation_factor
         )
         return super().fit(
             epoch_counter,
