@@ -119,8 +119,8 @@ def copy_block(ours, tb):
         tb.fc2.load_state_dict(ours.mlp.fc2.state_dict())
 
 
-def build_encoder(config, use_aape):
-    hp = bu.load_hparams(config, {"use_aape": use_aape, "crop_frames": 608})
+def build_encoder(config, use_aape, extra=None):
+    hp = bu.load_hparams(config, {"crop_frames": 608, **(extra or {}), "use_aape": use_aape})
     return hp["encoder"].eval(), hp["compute_features"].eval()
 
 
@@ -134,6 +134,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds")
     p.add_argument("--cli-clips", type=int, default=48)
     p.add_argument("--cli-config", choices=bu.CONFIGS, default="tiny")
+    p.add_argument("--cli-max-seconds", type=float, default=10.0,
+                   help="longest clip of the CLI corpus (lengths drawn from 1 s to this)")
     bu.add_common_args(p)
     return p.parse_args(argv)
 
@@ -145,8 +147,9 @@ def encoder_section(args, summary):
     autocast = args.precision == "bf16"
     for cfg in args.configs:
         torch.manual_seed(0)
-        plain, _ = build_encoder(cfg, False)
-        aape, _ = build_encoder(cfg, True)
+        extra = bu.parse_yaml_overrides(args.set)
+        plain, _ = build_encoder(cfg, False, extra)
+        aape, _ = build_encoder(cfg, True, extra)
         plain, aape = plain.to(args.device), aape.to(args.device)
         ref = TextbookChunkedViT(plain).to(args.device).eval()
         lms = torch.randn(args.batch, frames, 80, device=args.device)
@@ -185,13 +188,13 @@ def encoder_section(args, summary):
         summary[f"clips_per_s_ours_{cfg}"] = per_s["ours"]
 
 
-def write_clips(folder, n, seed=0):
+def write_clips(folder, n, seed=0, longest=10.0):
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
     lines = ["ID,duration,wav"]
     for i in range(n):
-        seconds = float(rng.uniform(1.0, 10.0))
+        seconds = float(rng.uniform(1.0, max(1.0, longest)))
         wav = rng.standard_normal(int(seconds * 16000)).astype(np.float32) * 0.1
         path = os.path.join(folder, f"clip{i:04d}.wav")
         sf.write(path, wav, 16000)
@@ -206,10 +209,11 @@ def cli_section(args, summary):
     print(f"\n== cli: python -m aasp_sb.embed --random-init on {args.cli_clips} wav clips "
           f"of 1-10 s ({args.cli_config})")
     folder = bu.temp_dir("aasp_bench_cli_")
-    csv = write_clips(folder, args.cli_clips)
+    csv = write_clips(folder, args.cli_clips, longest=args.cli_max_seconds)
     out = os.path.join(folder, "emb.npy")
     cmd = [sys.executable, "-m", "aasp_sb.embed", "--hparams", bu.hparams_path(args.cli_config),
-           "--random-init", "--csv", csv, "--output", out, "--device", args.device]
+           "--random-init", "--csv", csv, "--output", out, "--device", args.device,
+           "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads or 1))
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -91,3 +91,25 @@ def test_textbook_prints_ratio():
     )
     assert re.fullmatch(rf"ratio_ours_over_textbook=(?:{FLOAT})", last), last
     assert float(last.split("=")[1]) > 0
+
+
+def test_inference_prints_summary():
+    out, last = run(
+        "inference.py", "--configs", "tiny", "--batch", "1", "--seconds", "7",
+        "--reps", "1", "--warmup", "0", "--cli-clips", "2", "--cli-max-seconds", "1.5",
+        "--set", "embed_dim=32", "--set", "depth=1", "--set", "num_heads=2",
+        "--set", "aape_modes=4",
+    )
+    assert last.startswith("summary "), last
+    pairs = dict(kv.split("=") for kv in last.split()[1:])
+    for key in ("clips_per_s_ratio_tiny", "clips_per_s_ratio_aape_tiny", "cli_clips_per_s_tiny"):
+        assert re.fullmatch(FLOAT, pairs[key]), (key, last)
+    assert "max |ours - textbook| = 0" in out or "e-0" in out
+
+
+def test_data_scale_prints_summary():
+    _, last = run(
+        "data_scale.py", "--files", "300", "--index-clips", "20000", "--read-clips", "100",
+        "--read-items", "200", "--reps", "1",
+    )
+    assert last.startswith("summary "), last

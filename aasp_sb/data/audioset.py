@@ -189,6 +189,10 @@ def prepare_audioset(
     min_seconds=0.0,
     seed=0,
     num_workers=0,
+    valid_clips=None,
+    processes=0,
+    header_cache=None,
+    progress=False,
 ):
     """Writes an AudioSet manifest from a folder of clips.
 
@@ -198,7 +202,10 @@ def prepare_audioset(
     joined by ``;``). Clips listed in the CSV but missing on disk, and files
     whose header cannot be read, are counted and listed once in the log
     (complete lists in ``<csv stem>_missing.txt`` / ``_skipped.txt``).
-    Idempotent (options recorded in ``<csv stem>_prep.json``).
+    Idempotent (options recorded in ``<csv stem>_prep.json``). With
+    ``header_cache`` (the full AudioSet, see :mod:`aasp_sb.data.prepare`)
+    the tree is listed again on every call and only new or changed files
+    have their header read.
 
     Arguments
     ---------
@@ -225,6 +232,14 @@ def prepare_audioset(
         Seed of the validation split.
     num_workers : int
         Threads reading headers.
+    valid_clips : int, optional
+        Hold out this many clips instead of ``valid_fraction``.
+    processes : int
+        Processes reading headers (0: threads / this process).
+    header_cache : HeaderCache or str, optional
+        Incremental header cache (:class:`~aasp_sb.data.folder.HeaderCache`).
+    progress : bool
+        Progress bar while reading headers.
 
     Returns
     -------
@@ -259,7 +274,7 @@ def prepare_audioset(
     train_csv = os.path.join(save_folder, csv_name)
     valid_csv = (
         os.path.join(save_folder, valid_csv_name)
-        if valid_fraction > 0
+        if valid_fraction > 0 or valid_clips
         else None
     )
     record = os.path.join(save_folder, f"{stem}_prep.json")
@@ -272,12 +287,13 @@ def prepare_audioset(
         "extensions": sorted(e.lower().lstrip(".") for e in extensions),
         "csv_name": csv_name,
         "valid_fraction": float(valid_fraction),
+        "valid_clips": None if valid_clips is None else int(valid_clips),
         "valid_csv_name": valid_csv_name if valid_csv else None,
         "min_seconds": float(min_seconds),
         "seed": int(seed),
     }
     outputs = [train_csv] + ([valid_csv] if valid_csv else [])
-    if options_match(record, options, outputs):
+    if header_cache is None and options_match(record, options, outputs):
         logger.info("%s already prepared in '%s', skipping", stem, save_folder)
         missing_file = os.path.join(save_folder, f"{stem}_missing.txt")
         num_missing = 0
@@ -345,7 +361,13 @@ def prepare_audioset(
         selected = sorted(by_id)
 
     paths = [by_id[y][0] for y in selected]
-    probes = probe_files(paths, num_workers=num_workers)
+    probes = probe_files(
+        paths,
+        num_workers=num_workers,
+        processes=processes,
+        cache=header_cache,
+        progress=progress,
+    )
     rows, bad, short = [], [], 0
     for ytid, path, (duration, error) in zip(selected, paths, probes):
         if error is not None:
@@ -370,7 +392,9 @@ def prepare_audioset(
             + f": {len(by_id)} clip files found, {len(missing)} listed clips "
             f"missing, {len(bad)} unreadable, {short} too short"
         )
-    train, valid = split_rows(rows, valid_fraction, seed, where=data_folder)
+    train, valid = split_rows(
+        rows, valid_fraction, seed, where=data_folder, valid_clips=valid_clips
+    )
     fields = ["ID", "duration", "wav"] + (
         ["label"] if labels is not None else []
     )

@@ -15,9 +15,11 @@ fail their header read and are listed as unreadable instead of crashing.
 import csv
 import json
 import logging
+import multiprocessing
 import os
 import random
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 from aasp_sb.data.audio import AudioLoadError, audio_info
 
@@ -69,7 +71,199 @@ def list_audio_files(data_folder, extensions=AUDIO_EXTENSIONS):
     return sorted(found)
 
 
-def probe_files(paths, num_workers=0):
+def _probe_one(path):
+    """``(duration, error)`` of one file (module level: picklable)."""
+    try:
+        frames, sr, _ = audio_info(path)
+    except AudioLoadError as err:
+        return None, err.reason
+    if frames <= 0:
+        return None, "zero-length audio"
+    return frames / sr, None
+
+
+def _probe_chunk(paths):
+    return [_probe_one(p) for p in paths]
+
+
+def _pool_context():
+    """``fork`` where the platform has it (instant start), else ``spawn``."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _probe_many(paths, num_workers=0, processes=0, progress=False, on_chunk=None):
+    """Probes ``paths`` in processes, threads or this thread, in order.
+
+    ``on_chunk(paths, results)`` is called as results arrive (in order).
+    """
+    from tqdm import tqdm
+
+    paths = list(paths)
+    out = []
+    if not paths:
+        return out
+    workers = int(processes or 0) or int(num_workers or 0)
+    size = max(1, min(256, len(paths) // (max(workers, 1) * 8) or 1))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    bar = tqdm(
+        total=len(paths),
+        unit="file",
+        desc="reading headers",
+        disable=not progress,
+        mininterval=1.0,
+    )
+    if processes and int(processes) > 0:
+        pool = ProcessPoolExecutor(int(processes), mp_context=_pool_context())
+    elif num_workers and int(num_workers) > 0:
+        pool = ThreadPoolExecutor(max_workers=int(num_workers))
+    else:
+        pool = None
+    try:
+        results = pool.map(_probe_chunk, chunks) if pool else map(_probe_chunk, chunks)
+        for chunk, res in zip(chunks, results):
+            out.extend(res)
+            if on_chunk is not None:
+                on_chunk(chunk, res)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return out
+
+
+def _stat(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+class HeaderCache:
+    """Incremental header reads: a file is re-read only when new or changed.
+
+    A JSON-lines journal of ``[path, size, mtime_ns, duration, error]``.
+    :meth:`probe` stats every path, reuses the entries whose size and
+    modification time match, reads the other headers and appends them to the
+    journal as they arrive (a killed run keeps what it read; a torn last line
+    is ignored), then rewrites the journal with the current paths only.
+
+    Arguments
+    ---------
+    path : str
+        The journal file (created on first use).
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> tmp = getfixture("tmp_path")
+    >>> wav = str(tmp / "a.wav")
+    >>> sf.write(wav, np.zeros(8000, dtype="float32"), 16000)
+    >>> cache = HeaderCache(str(tmp / "headers.jsonl"))
+    >>> cache.probe([wav]), cache.num_read, cache.num_reused
+    ([(0.5, None)], 1, 0)
+    >>> again = HeaderCache(str(tmp / "headers.jsonl"))
+    >>> again.probe([wav]), again.num_read, again.num_reused
+    ([(0.5, None)], 0, 1)
+    """
+
+    def __init__(self, path):
+        self.path = os.path.abspath(str(path))
+        self.entries = {}
+        self.num_read = self.num_reused = 0
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        p, size, mtime, dur, err = json.loads(line)
+                    except (ValueError, TypeError):
+                        continue  # torn line of a killed run
+                    self.entries[p] = (size, mtime, dur, err)
+
+    def probe(self, paths, num_workers=0, processes=0, progress=False):
+        """``(duration or None, error or None)`` per path (see the class).
+
+        Arguments
+        ---------
+        paths : list of str
+            Audio files.
+        num_workers : int
+            Threads stat-ing files and reading headers (without processes).
+        processes : int
+            Processes reading headers (0: threads or this thread).
+        progress : bool
+            Progress bar on stderr.
+
+        Returns
+        -------
+        list of tuple
+            As :func:`probe_files`.
+        """
+        paths = list(paths)
+        if num_workers and int(num_workers) > 0:
+            with ThreadPoolExecutor(max_workers=int(num_workers)) as pool:
+                stats = list(pool.map(_stat, paths, chunksize=256))
+        else:
+            stats = [_stat(p) for p in paths]
+        out = [None] * len(paths)
+        todo = []
+        for i, (path, st) in enumerate(zip(paths, stats)):
+            old = self.entries.get(path)
+            if st is not None and old is not None and tuple(old[:2]) == st:
+                out[i] = (old[2], old[3])
+            else:
+                todo.append(i)
+        self.num_reused = len(paths) - len(todo)
+        self.num_read = len(todo)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        t0 = time.monotonic()
+        with open(self.path, "a", encoding="utf-8") as journal:
+
+            def record(chunk, results):
+                for path, (dur, err) in zip(chunk, results):
+                    st = _stat(path)  # after the read: a file being written
+                    if st is None:  # is re-read next time
+                        continue
+                    self.entries[path] = (st[0], st[1], dur, err)
+                    journal.write(json.dumps([path, st[0], st[1], dur, err]) + "\n")
+                journal.flush()
+
+            results = _probe_many(
+                [paths[i] for i in todo],
+                num_workers=num_workers,
+                processes=processes,
+                progress=progress,
+                on_chunk=record,
+            )
+        for i, res in zip(todo, results):
+            out[i] = res
+        if todo:
+            elapsed = time.monotonic() - t0
+            logger.info(
+                "read %d headers in %.1f s (%.0f files/s), %d unchanged reused",
+                len(todo),
+                elapsed,
+                len(todo) / max(elapsed, 1e-9),
+                self.num_reused,
+            )
+        self._compact(paths)
+        return out
+
+    def _compact(self, paths):
+        keep = set(paths)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for p in paths:
+                entry = self.entries.get(p)
+                if entry is not None:
+                    f.write(json.dumps([p, *entry]) + "\n")
+        os.replace(tmp, self.path)
+        self.entries = {p: e for p, e in self.entries.items() if p in keep}
+
+
+def probe_files(paths, num_workers=0, processes=0, cache=None, progress=False):
     """Reads the headers of ``paths``: duration or the reason for failure.
 
     Arguments
@@ -78,6 +272,13 @@ def probe_files(paths, num_workers=0):
         Audio files.
     num_workers : int
         Threads used to read headers (0: in this thread).
+    processes : int
+        Processes used to read headers (takes precedence over threads; for
+        large corpora, where one process is CPU-bound on header parsing).
+    cache : HeaderCache or str, optional
+        Reuse the headers of unchanged files (see :class:`HeaderCache`).
+    progress : bool
+        Progress bar on stderr.
 
     Returns
     -------
@@ -92,20 +293,11 @@ def probe_files(paths, num_workers=0):
     >>> probe_files([good, "/nonexistent.wav"])[0]
     (0.5, None)
     """
-
-    def probe(path):
-        try:
-            frames, sr, _ = audio_info(path)
-        except AudioLoadError as err:
-            return None, err.reason
-        if frames <= 0:
-            return None, "zero-length audio"
-        return frames / sr, None
-
-    if num_workers and num_workers > 0:
-        with ThreadPoolExecutor(max_workers=int(num_workers)) as pool:
-            return list(pool.map(probe, paths))
-    return [probe(p) for p in paths]
+    if cache is not None:
+        if not isinstance(cache, HeaderCache):
+            cache = HeaderCache(cache)
+        return cache.probe(paths, num_workers, processes, progress)
+    return _probe_many(paths, num_workers, processes, progress)
 
 
 def write_csv(path, rows, fieldnames):
@@ -240,8 +432,8 @@ def log_path_list(
     logger.log(log_level, "%d %s:\n%s", len(paths_reasons), what, shown)
 
 
-def split_rows(rows, valid_fraction, seed=0, where=""):
-    """Deterministic random hold-out of a fraction of ``rows``.
+def split_rows(rows, valid_fraction, seed=0, where="", valid_clips=None):
+    """Deterministic random hold-out of a fraction or a number of ``rows``.
 
     Arguments
     ---------
@@ -253,6 +445,10 @@ def split_rows(rows, valid_fraction, seed=0, where=""):
         Shuffle seed.
     where : str
         Name used in error messages.
+    valid_clips : int, optional
+        Hold out exactly this many items instead of a fraction (AudioSet
+        scale: a few thousand, not a tenth of the data); needs
+        ``valid_fraction=0``.
 
     Returns
     -------
@@ -264,19 +460,38 @@ def split_rows(rows, valid_fraction, seed=0, where=""):
     >>> train, valid = split_rows(list(range(10)), 0.2, seed=0)
     >>> len(train), len(valid), sorted(train + valid) == list(range(10))
     (8, 2, True)
+    >>> [len(part) for part in split_rows(list(range(10)), 0, valid_clips=3)]
+    [7, 3]
     """
     if not 0.0 <= valid_fraction < 1.0:
         raise ValueError(
             f"valid_fraction must be in [0, 1), got {valid_fraction}"
         )
-    if valid_fraction == 0.0:
+    if valid_clips is not None:
+        if valid_fraction > 0:
+            raise ValueError(
+                f"{where}: give valid_clips ({valid_clips}) or valid_fraction "
+                f"({valid_fraction}), not both"
+            )
+        n_valid = int(valid_clips)
+        if n_valid < 0:
+            raise ValueError(f"valid_clips must be >= 0, got {valid_clips}")
+        if n_valid and n_valid >= len(rows):
+            raise ValueError(
+                f"{where}: valid_clips={valid_clips} leaves no training clips "
+                f"out of {len(rows)}"
+            )
+    elif valid_fraction == 0.0:
+        n_valid = 0
+    else:
+        n_valid = max(1, int(round(valid_fraction * len(rows))))
+        if n_valid >= len(rows):
+            raise ValueError(
+                f"{where}: valid_fraction={valid_fraction} leaves no training "
+                f"clips out of {len(rows)}"
+            )
+    if n_valid == 0:
         return list(rows), []
-    n_valid = max(1, int(round(valid_fraction * len(rows))))
-    if n_valid >= len(rows):
-        raise ValueError(
-            f"{where}: valid_fraction={valid_fraction} leaves no training "
-            f"clips out of {len(rows)}"
-        )
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     held = set(order[:n_valid])
@@ -371,6 +586,10 @@ def prepare_audio_folder(
     csv_name="train.csv",
     valid_csv_name="valid.csv",
     num_workers=0,
+    valid_clips=None,
+    processes=0,
+    header_cache=None,
+    progress=False,
 ):
     """Writes manifests ``ID,duration,wav`` for every audio file of a tree.
 
@@ -380,7 +599,10 @@ def prepare_audio_folder(
     goes to ``<csv stem>_skipped.txt``); files shorter than ``min_seconds``
     are left out and counted. The call is idempotent: it returns at once when
     the CSVs exist and were written with the same options (recorded in
-    ``<csv stem>_prep.json``).
+    ``<csv stem>_prep.json``). With ``header_cache`` (large corpora, see
+    :mod:`aasp_sb.data.prepare`) the tree is listed again on every call and
+    only new or changed files (size, modification time) have their header
+    read, so added files are picked up.
 
     Arguments
     ---------
@@ -403,6 +625,14 @@ def prepare_audio_folder(
         Validation manifest file name (written when ``valid_fraction > 0``).
     num_workers : int
         Threads reading headers (useful on network file systems).
+    valid_clips : int, optional
+        Hold out this many files instead of ``valid_fraction``.
+    processes : int
+        Processes reading headers (0: threads / this process).
+    header_cache : HeaderCache or str, optional
+        Incremental header cache (see above).
+    progress : bool
+        Progress bar while reading headers.
 
     Returns
     -------
@@ -432,13 +662,14 @@ def prepare_audio_folder(
     train_csv = os.path.join(save_folder, csv_name)
     valid_csv = (
         os.path.join(save_folder, valid_csv_name)
-        if valid_fraction > 0
+        if valid_fraction > 0 or valid_clips
         else None
     )
     record = os.path.join(save_folder, f"{stem}_prep.json")
     options = {
         "data_folder": data_folder,
         "valid_fraction": float(valid_fraction),
+        "valid_clips": None if valid_clips is None else int(valid_clips),
         "extensions": sorted(e.lower().lstrip(".") for e in extensions),
         "min_seconds": float(min_seconds),
         "seed": int(seed),
@@ -446,7 +677,7 @@ def prepare_audio_folder(
         "valid_csv_name": valid_csv_name if valid_csv else None,
     }
     outputs = [train_csv] + ([valid_csv] if valid_csv else [])
-    if options_match(record, options, outputs):
+    if header_cache is None and options_match(record, options, outputs):
         logger.info("%s already prepared in '%s', skipping", stem, save_folder)
         return {"train": train_csv, "valid": valid_csv}
 
@@ -454,7 +685,13 @@ def prepare_audio_folder(
     if os.path.exists(skipped_file):
         os.remove(skipped_file)
     paths = list_audio_files(data_folder, extensions)
-    probes = probe_files(paths, num_workers=num_workers)
+    probes = probe_files(
+        paths,
+        num_workers=num_workers,
+        processes=processes,
+        cache=header_cache,
+        progress=progress,
+    )
     ids = unique_ids(paths, data_folder)
     rows, bad, short = [], [], 0
     for path, uid, (duration, error) in zip(paths, ids, probes):
@@ -480,7 +717,9 @@ def prepare_audio_folder(
             f"extensions {tuple(extensions)} found, {len(bad)} unreadable, "
             f"{short} shorter than {min_seconds} s"
         )
-    train, valid = split_rows(rows, valid_fraction, seed, where=data_folder)
+    train, valid = split_rows(
+        rows, valid_fraction, seed, where=data_folder, valid_clips=valid_clips
+    )
     fields = ["ID", "duration", "wav"]
     write_csv(train_csv, train, fields)
     if valid_csv:
