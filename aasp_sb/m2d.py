@@ -553,3 +553,64 @@ def apply_init_from(hparams):
         )
     state["norm_stats"] = info.norm_stats
     return init_from_m2d(hparams["encoder"], state, hparams.get("teacher"), hparams.get("n_mels"))
+
+
+def is_m2d_checkpoint(path):
+    """True for a ``.pth`` file (M2D's format; our runs write ``.ckpt`` files and folders).
+
+    Example
+    -------
+    >>> is_m2d_checkpoint("m2d_vit_base-80x608p16x16-221006/checkpoint-300.pth")
+    True
+    >>> is_m2d_checkpoint("results/aasp_base/1986")
+    False
+    """
+    return str(path).endswith(".pth")
+
+
+def m2d_pretrained_parts(path, which="student", num_heads=None):
+    """An M2D checkpoint as :class:`~aasp_sb.pretrained.PretrainedParts` (fine-tuning).
+
+    The hyper-parameters carry the model keys a fine-tuning YAML mirrors
+    (``use_aape: False``, ``cls_token: True``, ``pos_layout: time_freq``, the
+    sizes, M2D's front end and the checkpoint's ``norm_stats``), so the
+    fine-tuning recipe builds M2D's encoder and checks it computes what the
+    checkpoint's does before loading the weights.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        ``checkpoint-*.pth``.
+    which : str
+        ``"student"`` (M2D's online encoder, what its fine-tuning uses) or
+        ``"teacher"`` (the EMA target encoder).
+    num_heads : int, optional
+        See :func:`build_m2d_encoder`.
+
+    Returns
+    -------
+    PretrainedParts
+    """
+    from aasp_sb.features import M2D_FRONT_END, Features, LogMel, Normalize
+    from aasp_sb.pretrained import PretrainedParts
+
+    m2d_which = {"student": "online", "teacher": "target"}.get(which, which)
+    encoder, info = m2d_encoder(path, num_heads=num_heads, which=m2d_which)
+    mean, std = info.norm_stats
+    features = Features(LogMel(n_mels=info.input_size[0]), Normalize(mean, std))
+    pf, pt = info.patch_size
+    hparams = {
+        "sample_rate": 16000,
+        "n_mels": info.input_size[0],
+        **{k: v for k, v in M2D_FRONT_END.items() if k in ("mel_scale", "mel_norm")},
+        "use_aape": False,
+        "embed_dim": info.embed_dim,
+        "depth": info.depth,
+        "num_heads": int(encoder.blocks[0].attn.num_heads),
+        "patch_size": pf if pf == pt else [pf, pt],
+        "cls_token": True,
+        "pos_layout": "time_freq",
+        "norm_mean": mean,
+        "norm_std": std,
+    }
+    return PretrainedParts(features.eval(), encoder, hparams, pathlib.Path(path))

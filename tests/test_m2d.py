@@ -265,3 +265,33 @@ def test_init_from_refuses_other_statistics_and_a_plain_layout(tmp_path):
     hp = load_hyperpyyaml(yaml.read_text(), {**base, "norm_mean": -5.0, "norm_std": 3.0})
     with pytest.raises(M2DError, match="cls_token=True"):
         apply_init_from(hp)
+
+
+def test_finetuning_from_an_m2d_checkpoint_loads_its_encoder(tmp_path, caplog):
+    """recipes/finetune/train.py --pretrained_path=<M2D checkpoint-*.pth>."""
+    import logging
+    import pathlib
+
+    from aasp_sb.data.demo import make_demo_corpus
+    from aasp_sb.recipe_import import import_recipe
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    state = fake_m2d_state(embed_dim=64, depth=1, grid=(5, 4), seed=6)
+    path = save_like_m2d(tmp_path, state, folder="m2d_vit_base-80x64p16x16-x")
+    corpus = tmp_path / "corpus"
+    make_demo_corpus(str(corpus), num_per_class=3, seconds=(0.4, 0.8),
+                     classes=("tone_low", "tone_high"))
+    recipe = import_recipe(root / "recipes" / "finetune" / "train.py", "aasp_ft_m2d")
+    out = tmp_path / "ft"
+    with caplog.at_level(logging.INFO):
+        recipe.main([
+            str(root / "hparams" / "finetune" / "demo.yaml"),
+            f"--data_folder={corpus}", f"--output_folder={out}",
+            f"--prep_folder={out}/data", f"--pretrained_path={path}",
+            "--number_of_epochs=1", "--batch_size=4", "--crop_seconds=0.3",
+            "--warmup_epochs=0", "--device=cpu",
+        ])
+    log = (out / "log.txt").read_text()
+    assert "Loaded pre-trained" in log and str(path) in log, log[-2000:]
+    hp = (out / "hyperparams.yaml").read_text()
+    assert "cls_token: true" in hp.lower() and "pos_layout: time_freq" in hp

@@ -26,6 +26,10 @@ student (or ``pretrained_which: teacher``) encoder are loaded, and the model
 the YAML builds is checked to compute exactly what the run's does.
 ``pretrained_parts: stem`` (or ``blocks``) transfers only the patch stem (or
 everything but it) and keeps the YAML's seeded random init elsewhere.
+``pretrained_path`` may also be one of M2D's published ``checkpoint-*.pth``
+files (:mod:`aasp_sb.m2d`): the YAML then builds M2D's encoder (plain stem,
+CLS token, M2D's position layout, its sizes and ``norm_stats``) and loads its
+online encoder (or ``pretrained_which: teacher``: the EMA target encoder).
 
 Cross-validation tasks (ESC-50, US8K) run every fold (or ``--folds``), each in
 ``<output_folder>/<fold>/`` with a fresh model; single-split tasks run in
@@ -63,6 +67,7 @@ from aasp_sb.data.pipeline import labelled_dataset, read_classes
 from aasp_sb.data.tasks import Split, TaskInfo, get_task, valid_source
 from aasp_sb.distributed import finish_distributed
 from aasp_sb.evaluation.metrics import format_mean_ci, mean_ci95
+from aasp_sb.m2d import is_m2d_checkpoint, m2d_pretrained_parts
 from aasp_sb.pretrained import (
     PretrainedParts,
     find_hparams,
@@ -265,6 +270,10 @@ def load_reference(keys):
     if model_hparams:
         path = pathlib.Path(str(model_hparams))
         yaml_file = path if path.is_file() else find_hparams(path)
+    if keys.get("pretrained_path") and is_m2d_checkpoint(keys["pretrained_path"]):
+        source = str(keys["pretrained_path"])  # one of M2D's checkpoint-*.pth files
+        parts = m2d_pretrained_parts(source, which=keys.get("pretrained_which", "student"))
+        return parts, True, source
     if keys.get("pretrained_path"):
         source = str(keys["pretrained_path"])
         parts = load_pretrained(
