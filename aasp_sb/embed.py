@@ -35,6 +35,10 @@ import os
 import sys
 import zlib
 
+from aasp_sb import cli  # noqa: F401 -- first: silences SpeechBrain's torchvision warning
+
+# isort: split
+
 import numpy as np
 import torch
 import yaml
@@ -452,8 +456,8 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    """Command-line entry point (``aasp-embed``).
+def run(argv=None):
+    """Parses the command line and embeds the manifest (the programmatic form).
 
     Arguments
     ---------
@@ -512,5 +516,25 @@ def main(argv=None):
     return info
 
 
+def main(argv=None):
+    """Command-line entry point (``aasp-embed``): :func:`run`, exit status 0.
+
+    Errors exit with status 1 (bad input) or 2 (bad arguments) and a one-line
+    message; use :func:`run` to get the result dict.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 (the console script's exit status).
+    """
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,6 +10,7 @@ import soundfile as sf
 from pretrained_fixture import TINY_YAML, make_run
 from task_fixtures import write_corrupt
 
+from aasp_sb import embed
 from aasp_sb.embed import main
 from aasp_sb.inference import AaSPEncoder
 
@@ -39,7 +40,7 @@ def corpus(tmp_path_factory):
 
 def test_writes_manifest_order_with_relative_paths(run, corpus, tmp_path):
     out = tmp_path / "emb.npy"
-    info = main([
+    info = embed.run([
         "--checkpoint", str(run), "--csv", str(corpus / "clips.csv"),
         "--output", str(out), "--batch-size", "3", "--device", "cpu",
     ])
@@ -63,7 +64,7 @@ def test_corrupt_clip_is_skipped_and_logged(run, corpus, tmp_path, caplog):
     csv.write_text("\n".join(lines) + "\n")
     out = tmp_path / "emb.npy"
     with caplog.at_level(logging.WARNING):
-        info = main([
+        info = embed.run([
             "--checkpoint", str(run), "--csv", str(csv), "--output", str(out),
             "--device", "cpu", "--no-progress",
         ])
@@ -126,3 +127,28 @@ def test_module_entry_point(run, corpus, tmp_path):
 def test_requires_a_model(tmp_path):
     with pytest.raises(SystemExit):
         main(["--csv", "x.csv", "--output", str(tmp_path / "o.npy")])
+
+
+def test_main_returns_exit_status_zero(run, corpus, tmp_path):
+    status = main([
+        "--checkpoint", str(run), "--csv", str(corpus / "clips.csv"),
+        "--output", str(tmp_path / "e.npy"), "--device", "cpu", "--no-progress",
+    ])
+    assert status == 0 and np.load(tmp_path / "e.npy").shape == (4, 160)
+
+
+def test_missing_file_is_named_as_missing(run, corpus, tmp_path, caplog):
+    csv = tmp_path / "m.csv"
+    csv.write_text(
+        f"ID,wav\nc,{corpus / 'audio' / 'c.wav'}\ngone,{tmp_path / 'gone.wav'}\n"
+    )
+    out = tmp_path / "e.npy"
+    with caplog.at_level(logging.WARNING):
+        info = embed.run([
+            "--checkpoint", str(run), "--csv", str(csv), "--output", str(out),
+            "--device", "cpu", "--no-progress",
+        ])
+    assert info["num_skipped"] == 1
+    line = (tmp_path / "e.skipped.txt").read_text().strip()
+    assert line.endswith("\tfile does not exist"), line
+    assert "System error" not in caplog.text and "file does not exist" in caplog.text

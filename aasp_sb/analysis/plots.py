@@ -19,7 +19,7 @@ change):
 - ``training_curves.png``: loss parts per step (train) and per epoch
   (valid), RankMe per epoch, learning rate and EMA decay per step, from
   ``metrics.jsonl`` / ``epochs.jsonl``;
-- ``stability.png``: mean cosine similarity against shift, one line per
+- ``stability.png``: mean centred cosine similarity against shift, one line per
   model, from :mod:`aasp_sb.analysis.stability`'s JSON.
 
 Command line (plots whose inputs are missing are skipped with a log line)::
@@ -36,6 +36,11 @@ import json
 import logging
 import math
 import pathlib
+import sys
+
+from aasp_sb import cli  # noqa: F401 -- first: silences SpeechBrain's torchvision warning
+
+# isort: split
 
 import torch
 
@@ -182,6 +187,35 @@ def _distribution(ax, groups, positions, violin=True):
         ax.boxplot(groups, positions=positions, widths=0.6, showfliers=False)
 
 
+def plain_log_ticks(axis):
+    """Log-axis tick labels as plain numbers (``0.06``, ``6``), not ``6x10^0``.
+
+    Arguments
+    ---------
+    axis : matplotlib.axis.Axis
+        E.g. ``ax.yaxis`` of a log-scaled axes (or of a secondary axis).
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    label = FuncFormatter(lambda v, _: f"{v:.3g}")
+    axis.set_major_formatter(label)
+    axis.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 5.0)))
+    axis.set_minor_formatter(label)
+
+
+def integer_ticks(axis):
+    """Only whole-number ticks (epochs).
+
+    Arguments
+    ---------
+    axis : matplotlib.axis.Axis
+        E.g. ``ax.xaxis``.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 @torch.no_grad()
 def collect_lambda(
     features,
@@ -309,6 +343,7 @@ def plot_lambda_distribution(
 
     _distribution(ax_a, [alpha[:, s] for s in range(S)], pos, violin=False)
     ax_a.set_yscale("log")
+    plain_log_ticks(ax_a.yaxis)
     ax_a.set_xticks(pos, labels)
     ax_a.set_xlabel("subband")
     ax_a.set_ylabel("decay alpha (1/frame)")
@@ -318,6 +353,7 @@ def plot_lambda_distribution(
         "right", functions=(lambda a: a * scale, lambda b: b / scale)
     )
     sec.set_ylabel("-3 dB bandwidth (Hz)")
+    plain_log_ticks(sec.yaxis)
 
     _shade_band(ax_j, lo, hi, vertical=True, label=False)
     for s in range(S):
@@ -336,6 +372,7 @@ def plot_lambda_distribution(
             lambda_encoder.alpha_min, color="k", ls=":", lw=1, label="alpha min"
         )
     ax_j.set_yscale("log")
+    plain_log_ticks(ax_j.yaxis)
     ax_j.set_xlim(0, hi * 1.02)
     ax_j.set_xlabel("omega (Hz)")
     ax_j.set_ylabel("alpha (1/frame)")
@@ -456,7 +493,7 @@ def plot_sblu_responses(
             ax.set_ylabel("|K| (dB)")
     for ax in axes[S:]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=7, loc="lower right")
+    fig.legend(fontsize=8, loc="outside lower center", ncols=3)
     fig.suptitle(
         f"SBLU magnitude responses, mean over {N} clips (one line per mode)"
     )
@@ -502,7 +539,8 @@ def plot_gate(stem, path):
         ax.set_ylabel("gate value")
         ax.set_title(
             f"gated_add fusion: tokens = std + gate * aa  "
-            f"(mean |gate| {gate.abs().mean():.3g}, max |gate| {gate.abs().max():.3g})"
+            f"(|gate| mean {gate.abs().mean():.4f}, min {gate.abs().min():.4f}, "
+            f"max {gate.abs().max():.4f})"
         )
     else:
         D = stem.embed_dim
@@ -668,15 +706,21 @@ def plot_training_curves(metrics, epochs, path):
                 label=f"valid {part}",
             )
     ax_l.set_xlabel(xlabel)
+    integer_ticks(ax_l.xaxis)  # steps and epochs are whole numbers
     ax_l.set_ylabel("loss")
     ax_l.set_title("losses")
     if ax_l.lines:
-        ax_l.legend(fontsize=7)
+        # outside the axes: the curves fill the whole box
+        ax_l.legend(
+            fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+        )
 
     xs, ys = _series(epochs, "epoch", "valid_rankme")
     if xs:
         ax_r.plot(xs, ys, marker="o", color="tab:purple")
         ax_r.set_xlabel("epoch")
+        integer_ticks(ax_r.xaxis)
         ax_r.set_ylabel("effective rank")
     else:
         ax_r.text(0.5, 0.5, "no valid_rankme", ha="center", va="center")
@@ -696,6 +740,7 @@ def plot_training_curves(metrics, epochs, path):
         else:
             ax.text(0.5, 0.5, f"no {key}", ha="center", va="center")
         ax.set_xlabel(xlabel)
+        integer_ticks(ax.xaxis)
         ax.set_title(title)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax_ema.ticklabel_format(axis="y", useOffset=False)
@@ -738,6 +783,7 @@ def plot_stability(result, path):
     ax = fig.subplots()
     hop_ms = None
     patch = None
+    centred = None
     for name, r in models.items():
         shifts = r.get("shifts", result.get("shifts"))
         values = r["per_shift"]
@@ -752,8 +798,12 @@ def plot_stability(result, path):
         if "hop_length" in r and "sample_rate" in r:
             hop_ms = 1000.0 * r["hop_length"] / r["sample_rate"]
         patch = r.get("patch_size", patch)
+        centred = r.get("centered", centred)
     ax.set_xlabel("shift (frames)")
-    ax.set_ylabel("mean cosine similarity to unshifted")
+    if centred:
+        ax.set_ylabel("mean centred cosine similarity to unshifted")
+    else:
+        ax.set_ylabel("mean cosine similarity to unshifted")
     if hop_ms:
         sec = ax.secondary_xaxis(
             "top", functions=(lambda f: f * hop_ms, lambda ms: ms / hop_ms)
@@ -762,9 +812,14 @@ def plot_stability(result, path):
     title = "Clip-embedding stability under shifts"
     if patch:
         title += f" (patch width {patch[1]} frames)"
-    ax.set_title(title)
+    if centred:
+        title += (
+            "\ncentred: the mean unshifted embedding over the clips is "
+            "subtracted first"
+        )
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     return save_figure(fig, path)
 
 
@@ -849,6 +904,8 @@ def make_plots(
         The files written.
     """
     _matplotlib()  # fail early with the install hint
+    if not pathlib.Path(run).exists():
+        raise FileNotFoundError(f"--run {run}: no such folder or file")
     root = run_folder(run)
     out = pathlib.Path(output_dir) if output_dir else root / "plots"
     written = []
@@ -961,7 +1018,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def run(argv=None):
     """Command-line entry point; prints the files written.
 
     Arguments
@@ -994,5 +1051,29 @@ def main(argv=None):
     return written
 
 
+def main(argv=None):
+    """Console-script entry point: :func:`run`, then exit status 0.
+
+    Bad input (a missing file or folder, an unusable manifest) exits with
+    status 1 and a one-line message; bad arguments with status 2.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0; use :func:`run` for the list of files.
+    """
+    try:
+        run(argv)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        # bad input (missing file, empty manifest, no AaPE ...): one line
+        sys.exit(f"aasp-plots: error: {err}")
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

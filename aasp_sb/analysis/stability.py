@@ -5,9 +5,11 @@ embedding (masked mean of the encoder's final tokens,
 :meth:`~aasp_sb.lobes.encoder.AudioViT.clip_embedding`) is compared with the
 embedding of the same clip shifted by ``k`` feature frames (``k * hop``
 samples; 10 ms at 16 kHz), for sub-patch shifts ``k = 1..15`` by default. The
-number reported per shift is the mean cosine similarity over clips
-(:func:`~aasp_sb.evaluation.stability.shift_cosine_similarity`; 1.0 = the
-embedding does not move). A patch stem that aliases the alias-prone band
+number reported per shift is the mean *centred* cosine similarity over clips
+(:func:`~aasp_sb.evaluation.stability.shift_cosine_similarity` after
+subtracting the mean unshifted embedding over the clips, see
+:func:`measure_model_stability`; raw cosines are kept as ``per_shift_raw``;
+1.0 = the embedding does not move). A patch stem that aliases the alias-prone band
 (3.125-50 Hz modulations at 16-frame patches) scores lower.
 
 How a shifted view is made: the clip is read with ``max(k) * hop`` samples of
@@ -33,6 +35,10 @@ import logging
 import pathlib
 import re
 import sys
+
+from aasp_sb import cli  # noqa: F401 -- first: silences SpeechBrain's torchvision warning
+
+# isort: split
 
 import torch
 
@@ -323,7 +329,7 @@ def measure_model_stability(
     Returns
     -------
     dict
-        ``shifts``, ``per_shift`` (mean cosine similarity per shift),
+        ``shifts``, ``per_shift`` (mean centred cosine similarity per shift; raw in ``per_shift_raw``),
         ``overall`` (their mean), ``num_clips``, ``seconds``,
         ``sample_rate``, ``hop_length``, ``stem`` and ``patch_size``.
 
@@ -600,7 +606,7 @@ def compare_checkpoints(
         seconds = result["seconds"]  # the first model's length serves them all
         models[name] = result
         logger.info(
-            "%s (%s): mean shift cosine similarity %.4f over %d clips",
+            "%s (%s): mean centred shift cosine similarity %.4f over %d clips",
             name,
             result["checkpoint"],
             result["overall"],
@@ -639,15 +645,24 @@ def markdown_report(result, digits=4):
     first = next(iter(models.values()))
     hop_ms = 1000.0 * first["hop_length"] / first["sample_rate"]
     counts = sorted(set(result["num_clips"].values()))
+    centred = all(r.get("centered", False) for r in models.values())
+    how = "Mean *centred* cosine similarity" if centred else "Mean cosine similarity"
+    why = (
+        " Centred: the mean unshifted embedding over the clips is subtracted "
+        "from every embedding first (raw cosines of mean-pooled tokens sit "
+        "near 1 for any two clips; they are in the JSON as `per_shift_raw`)."
+        if centred
+        else " Not centred (raw cosines)."
+    )
     lines = [
         "# Aliasing stability",
         "",
-        "Mean cosine similarity between each clip's embedding (masked mean of "
+        f"{how} between each clip's embedding (masked mean of "
         "the encoder's tokens) and the embedding of the same clip shifted by "
         f"`shift` frames ({hop_ms:g} ms each; positive = content later), "
         f"{', '.join(map(str, counts))} clips from `{result['csv']}`, "
         f"{result['seconds']:.3f} s crops, {result['which']} weights. "
-        "1.0 = the embedding does not move.",
+        "1.0 = the embedding does not move." + why,
         "",
         table,
         "",
@@ -702,7 +717,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def run(argv=None):
     """Runs the comparison, prints the markdown table, writes the outputs.
 
     Arguments
@@ -746,5 +761,29 @@ def main(argv=None):
     return result
 
 
+def main(argv=None):
+    """Console-script entry point: :func:`run`, then exit status 0.
+
+    Bad input (a missing file or folder, an unusable manifest) exits with
+    status 1 and a one-line message; bad arguments with status 2.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0; use :func:`run` for the result.
+    """
+    try:
+        run(argv)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        # bad input (missing file, empty manifest, no AaPE ...): one line
+        sys.exit(f"aasp-stability: error: {err}")
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

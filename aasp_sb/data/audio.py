@@ -90,7 +90,7 @@ def audio_info(path):
     try:
         info = sf.info(path)
     except Exception as err:  # libsndfile / OS errors of any kind
-        raise AudioLoadError(path, _describe(err)) from err
+        raise AudioLoadError(path, _describe(err, path)) from err
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioLoadError(
             path,
@@ -170,7 +170,7 @@ def load_audio(
     except AudioLoadError:
         raise
     except Exception as err:  # corrupt data, unsupported format, I/O error
-        raise AudioLoadError(path, _describe(err)) from err
+        raise AudioLoadError(path, _describe(err, path)) from err
     if data.shape[0] == 0:
         raise AudioLoadError(path, "zero-length audio")
     if not np.isfinite(data).all():
@@ -433,7 +433,17 @@ class SkipCounter:
         return out
 
 
-def _describe(err):
-    """Short text for an exception raised while reading audio."""
+def _describe(err, path=None):
+    """Short text for an exception raised while reading audio.
+
+    libsndfile reports a missing file as ``System error.``: say so instead.
+
+    Example
+    -------
+    >>> _describe(RuntimeError("Error opening 'x': System error."), "/no/such.wav")
+    'file does not exist'
+    """
+    if path is not None and not os.path.exists(path):
+        return "file does not exist"
     text = str(err).strip() or type(err).__name__
     return " ".join(text.split())

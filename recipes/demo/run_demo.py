@@ -28,6 +28,7 @@ import re
 import sys
 import time
 
+from aasp_sb.cli import parse_args_or_suggest
 from aasp_sb.recipe_import import import_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -97,7 +98,7 @@ def main(argv=None):
                         "and from a random init, with all and with 8 labelled "
                         "clips per class, and the plain-stem ablation with all "
                         "(about 9 more minutes)")
-    args = parser.parse_args(argv)
+    args = parse_args_or_suggest(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
 
     import torch

@@ -27,6 +27,7 @@ import pathlib
 import shutil
 import sys
 
+from aasp_sb.cli import check_recipe_args
 from aasp_sb.data.folder import first_per_class, read_csv, write_csv
 from aasp_sb.recipe_import import import_recipe
 
@@ -159,6 +160,8 @@ def main(argv=None):
     args, extra = parser.parse_known_args(
         sys.argv[1:] if argv is None else argv
     )
+    # the rest goes to the fine-tuning recipe: YAML keys or SpeechBrain options
+    check_recipe_args(args.hparams, extra, prog="compare_init.py")
     out = compare_init(
         args.pretrained_path,
         args.corpus,

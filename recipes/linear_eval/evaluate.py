@@ -20,6 +20,9 @@ on CUDA) are SpeechBrain run options. Each task is prepared, embedded
 import logging
 import sys
 
+from aasp_sb import cli  # first: silences SpeechBrain's torchvision warning
+
+# isort: split
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 
@@ -45,9 +48,13 @@ def main(argv=None):
     """
     argv = sys.argv[1:] if argv is None else argv
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    cli.check_overrides(hparams_file, overrides, prog="evaluate.py")
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     specs = tasks_from_hparams(hparams)  # fail on missing folders before any work
+    for name, spec in specs.items():  # ... and on folders that do not exist
+        if spec.data_folder is not None and spec.splits is None:
+            cli.check_folder(spec.data_folder, f"{name}_folder", prog="evaluate.py")
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

@@ -22,8 +22,12 @@ import logging
 import os
 import sys
 
+from aasp_sb import cli  # first: silences SpeechBrain's torchvision warning
+
+# isort: split
+import ruamel.yaml
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml import load_hyperpyyaml, resolve_references
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.utils.distributed import run_on_main
 
@@ -60,13 +64,23 @@ def prepare_data(hparams):
         seed=hparams["seed"],
     )
     source = hparams["data_source"]
-    if source == "folder":
-        run_on_main(prepare_audio_folder, kwargs=kwargs)
-    elif source == "audioset":
-        kwargs["segments_csv"] = hparams.get("segments_csv")
-        run_on_main(prepare_audioset, kwargs=kwargs)
-    else:
-        raise ValueError(f"data_source must be 'folder' or 'audioset', got {source!r}")
+    try:
+        if source == "folder":
+            run_on_main(prepare_audio_folder, kwargs=kwargs)
+        elif source == "audioset":
+            kwargs["segments_csv"] = hparams.get("segments_csv")
+            run_on_main(prepare_audioset, kwargs=kwargs)
+        else:
+            raise ValueError(
+                f"data_source must be 'folder' or 'audioset', got {source!r}"
+            )
+    except ValueError as err:
+        if "valid_fraction=" in str(err) and hparams.get("valid_fraction", 0) > 0:
+            raise SystemExit(
+                f"train.py: error: {err}; pass --valid_fraction=0 to train on "
+                "every clip without a validation set"
+            ) from err
+        raise
     train_csv = os.path.join(save, "train.csv")
     valid_csv = os.path.join(save, "valid.csv")
     return train_csv, valid_csv if os.path.exists(valid_csv) else None
@@ -115,17 +129,103 @@ def dataio_prep(hparams, train_csv, valid_csv):
     return train, valid
 
 
+def preparation_skip_list(hparams):
+    """The list of files the data preparation found unreadable (may not exist)."""
+    return os.path.join(hparams["output_folder"], "data", "train_skipped.txt")
+
+
 def report_skipped(hparams):
-    """Logs how many distinct clips were unreadable and replaced during the run."""
-    skipped = SkipCounter.read_record(skip_record(hparams))
-    if skipped:
-        logger.warning(
-            "%d unreadable clip(s) were skipped and replaced by the next clip "
-            "of the manifest; list: %s", len(skipped), skip_record(hparams)
-        )
-    else:
+    """One report of every skipped clip: at preparation and during training.
+
+    Returns
+    -------
+    dict
+        ``{path: reason}`` of the distinct files skipped (both stages).
+    """
+    prepared = {}
+    if not hparams.get("train_csv") and not hparams.get("shard_folder"):
+        prepared = SkipCounter.read_record(preparation_skip_list(hparams))
+    during = SkipCounter.read_record(skip_record(hparams))
+    skipped = {**prepared, **during}
+    if not skipped:
         logger.info("No clip was skipped.")
+        return skipped
+    parts = []
+    if prepared:
+        parts.append(
+            f"{len(prepared)} unreadable at data preparation (left out of "
+            f"the manifest; list: {preparation_skip_list(hparams)})"
+        )
+    if during:
+        parts.append(
+            f"{len(during)} unreadable during training (replaced by the next "
+            f"clip of the manifest; list: {skip_record(hparams)})"
+        )
+    logger.warning("%d clip(s) skipped: %s", len(skipped), "; ".join(parts))
     return skipped
+
+
+def read_plain_keys(hparams_file, overrides):
+    """Top-level values of the YAML with overrides, without building anything.
+
+    (Loading the YAML builds the checkpointer, which creates the output
+    folder: input checks that must leave nothing behind use these.)
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        text = fin.read()
+    try:
+        resolved = resolve_references(text, overrides or None).getvalue()
+    except ValueError as err:
+        if "!PLACEHOLDER" not in str(err):
+            raise
+        key = str(err).split("'")[1] if "'" in str(err) else "data_folder"
+        raise SystemExit(
+            f"train.py: error: give --{key}=... on the command line ({err})"
+        ) from err
+    return ruamel.yaml.YAML(typ="rt").load(resolved)
+
+
+def check_inputs(keys):
+    """Fails in one line, before anything is written, when the input is missing."""
+    if keys.get("train_csv"):
+        if not os.path.isfile(str(keys["train_csv"])):
+            raise SystemExit(
+                f"train.py: error: --train_csv={keys['train_csv']}: the file "
+                "does not exist"
+            )
+        return
+    if keys.get("shard_folder"):
+        cli.check_folder(keys["shard_folder"], "shard_folder", prog="train.py")
+        return
+    folder = keys.get("data_folder")
+    if not isinstance(folder, str):  # still the YAML's !PLACEHOLDER
+        raise SystemExit("train.py: error: give --data_folder=FOLDER (audio to pre-train on)")
+    cli.check_folder(folder, "data_folder", prog="train.py")
+
+
+def check_steps(hparams, train_set, valid_set, world=1):
+    """Refuses a run whose epochs would make no optimiser step.
+
+    The training loader drops the last incomplete batch (``drop_last``), so
+    each process needs at least ``batch_size`` training clips.
+    """
+    n_train, batch = len(train_set), int(hparams["batch_size"])
+    if n_train // max(1, world) >= batch:
+        return
+    held = len(valid_set) if valid_set is not None else 0
+    msg = (
+        f"only {n_train} training clip(s)"
+        + (f" on {world} processes" if world > 1 else "")
+        + f", fewer than batch_size={batch}: every epoch would make no "
+        f"optimiser step (the last incomplete batch is dropped). Pass "
+        f"--batch_size={max(1, n_train // max(1, world))} or lower, or add clips"
+    )
+    if held and hparams.get("valid_fraction", 0) > 0:
+        msg += (
+            f" ({held} more {'is' if held == 1 else 'are'} held out for validation: "
+            "--valid_fraction=0 trains on them too)"
+        )
+    raise SystemExit(f"train.py: error: {msg}")
 
 
 def resolve_precision(hparams, run_opts):
@@ -140,6 +240,8 @@ def resolve_precision(hparams, run_opts):
 def main(argv):
     """Parses arguments, prepares data, pre-trains."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    cli.check_overrides(hparams_file, overrides, prog="train.py")
+    check_inputs(read_plain_keys(hparams_file, overrides))
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -157,6 +259,7 @@ def main(argv):
         train_set, valid_set = dataio_prep(hparams, train_csv, valid_csv)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_steps(hparams, train_set, valid_set, world)
     effective_batch = hparams["batch_size"] * hparams["grad_accumulation_factor"] * world
     hparams["lr"] = hparams["base_lr"] * effective_batch / 256
     logger.info("Effective batch %d -> lr %.3g", effective_batch, hparams["lr"])
