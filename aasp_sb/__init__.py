@@ -16,3 +16,5 @@ The package follows the data flow of the method:
 """
 
 __version__ = "0.1.0"
+
+from aasp_sb import cli as _cli  # noqa: E402, F401  (silences SpeechBrain's torchvision notice)

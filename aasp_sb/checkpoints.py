@@ -171,16 +171,22 @@ class AtomicCheckpointer(Checkpointer):
                     f"Don't know how to save recoverable {key!r} of type {type(obj)}"
                 )
             hook(obj, savepath)
+        ddp_barrier()  # every rank's parameter files are written
+        saved = None
+        if if_main_process():
+            saved_meta = self._save_checkpoint_metafile(
+                tmp_dir / METAFNAME, meta, end_of_epoch
+            )
+            os.replace(tmp_dir, final_dir)
+            kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
+            logger.log(verbosity, f"Saved an {kind} checkpoint in {final_dir}")
+            saved = Checkpoint(final_dir, saved_meta, paramfiles)
+        # The checkpoint is in place before any rank goes on: SpeechBrain's
+        # save_and_keep_only then lists the checkpoints on every rank and calls
+        # one collective per deletion; a rank listing before the rename would
+        # see one checkpoint fewer and the ranks would deadlock.
         ddp_barrier()
-        if not if_main_process():
-            return None
-        saved_meta = self._save_checkpoint_metafile(
-            tmp_dir / METAFNAME, meta, end_of_epoch
-        )
-        os.replace(tmp_dir, final_dir)
-        kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
-        logger.log(verbosity, f"Saved an {kind} checkpoint in {final_dir}")
-        return Checkpoint(final_dir, saved_meta, paramfiles)
+        return saved
 
     def remove_stale_temporaries(self):
         """Deletes half-written checkpoints left by a run killed while saving."""

@@ -54,3 +54,49 @@ class ShardSampler(torch.utils.data.Sampler):
 
     def __len__(self):
         return len(range(self.rank, self.num_items, self.world))
+
+
+def init_distributed(run_opts):
+    """SpeechBrain's ``ddp_init_group``, safe across ``torchrun --max-restarts`` restarts.
+
+    Under ``torchrun`` the workers share the elastic agent's key-value store,
+    and it outlives a restart: a restarted group would read the previous
+    attempt's addresses (gloo: "connectFullMesh failed ... Connection
+    refused"). Here each attempt gets its own key prefix
+    (``TORCHELASTIC_RESTART_COUNT``); everything else is as in
+    :func:`speechbrain.utils.distributed.ddp_init_group` (which runs
+    unchanged outside torchrun, or without the agent's store).
+
+    Arguments
+    ---------
+    run_opts : dict
+        SpeechBrain run options (``distributed_backend``).
+
+    Example
+    -------
+    >>> init_distributed({"distributed_backend": "gloo"})  # not under torchrun: nothing
+    """
+    import datetime
+    import os
+
+    from speechbrain.utils.distributed import ddp_init_group
+
+    env = os.environ
+    if "RANK" not in env or "LOCAL_RANK" not in env:
+        return ddp_init_group(run_opts)
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or torch.distributed.is_initialized():
+        return ddp_init_group(run_opts)
+    backend = run_opts.get("distributed_backend", "nccl")
+    rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    if backend == "nccl":
+        torch.cuda.set_device(torch.device(f"cuda:{int(env['LOCAL_RANK'])}"))
+    timeout = datetime.timedelta(seconds=7200)
+    store = torch.distributed.TCPStore(
+        env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=False, timeout=timeout
+    )
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = torch.distributed.PrefixStore(f"aasp_attempt_{attempt}", store)
+    torch.distributed.init_process_group(
+        backend=backend, store=store, rank=rank, world_size=world, timeout=timeout
+    )
+    return None

@@ -38,12 +38,12 @@ def call(cmd, **kwargs):
 
 
 def test_installed_console_scripts_exit_zero(tmp_path):
-    """aasp-embed, aasp-stability, aasp-plots: rc 0 after a successful run."""
+    """aasp-embed, aasp-stability, aasp-plots, aasp-shards: rc 0 after a successful run."""
     run = make_run(tmp_path / "run")
     clips = write_clips(tmp_path / "audio", 2)
     csv = tmp_path / "clips.csv"
     csv.write_text("ID,duration,wav\n" + "".join(f"c{i},1.2,{p}\n" for i, p in enumerate(clips)))
-    for script in ("aasp-embed", "aasp-stability", "aasp-plots"):
+    for script in ("aasp-embed", "aasp-stability", "aasp-plots", "aasp-shards"):
         assert (BIN / script).is_file(), f"{script} is not installed (pip install -e .)"
 
     proc = call([BIN / "aasp-embed", "--checkpoint", run, "--csv", csv,
@@ -66,6 +66,10 @@ def test_installed_console_scripts_exit_zero(tmp_path):
     assert "['" not in proc.stderr  # no list printed by sys.exit
     for out in (proc.stdout, proc.stderr):
         assert "torchvision is not available" not in out
+
+    proc = call([BIN / "aasp-shards", "--csv", csv, "--output", tmp_path / "shards"])
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "shards" / "index.npy").is_file()
 
 
 def test_stability_module_runs_without_runtime_warning():

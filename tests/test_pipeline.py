@@ -264,3 +264,31 @@ def test_validate_manifest(tmp_path):
     assert [b[0] for b in bad] == ["b", "e"] and "non-finite" in bad[1][2]
     assert [r["ID"] for r in read_csv(clean)] == ["a", "c", "d"]
     assert list(read_csv(clean)[0]) == FIELDS
+
+
+def test_persistent_workers_follow_set_epoch(tmp_path):
+    """Seeded random crops change with the epoch also in workers kept alive across epochs."""
+    import numpy as np
+    import soundfile as sf
+    from speechbrain.dataio.batch import PaddedBatch
+    from torch.utils.data import DataLoader
+
+    from aasp_sb.data.folder import write_csv
+    from aasp_sb.data.pipeline import pretrain_dataset
+
+    rows = []
+    for i in range(2):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(str(path), np.random.default_rng(i).standard_normal(16000).astype("float32"), 16000)
+        rows.append({"ID": f"c{i}", "duration": 1.0, "wav": str(path)})
+    csv = tmp_path / "m.csv"
+    write_csv(str(csv), rows, ["ID", "duration", "wav"])
+    ds = pretrain_dataset(str(csv), 0.2, mode="random", seed=3)
+    loader = DataLoader(ds, batch_size=2, num_workers=1, persistent_workers=True,
+                        collate_fn=PaddedBatch)
+    seen = []
+    for epoch in (1, 2, 1):
+        ds.set_epoch(epoch)
+        seen.append(next(iter(loader)).sig.data.clone())
+    assert not torch.equal(seen[0], seen[1])  # a new epoch, new crops
+    assert torch.equal(seen[0], seen[2])  # the same epoch, the same crops

@@ -248,7 +248,7 @@ def test_teacher_built_with_other_keys_is_refused():
 
 
 def test_pretraining_from_logmel_shards(audio_folder, tmp_path):
-    from aasp_sb.data.shards import main as build_shards
+    from aasp_sb.data.shards import run as build_shards
 
     shards = build_shards(["--audio-folder", str(audio_folder), "--output", str(tmp_path / "shards")])
     out = tmp_path / "run"

@@ -365,6 +365,7 @@ class AaSPBrain(ScheduledBrain):
         torch.Tensor
             The detached loss on the CPU (non-finite when it was).
         """
+        self._maybe_exit_for_test()
         should_step = (self.step % self.grad_accumulation_factor) == 0
         self.on_fit_batch_start(batch, should_step)
         if not hasattr(self, "_window_micro_batches"):
@@ -398,6 +399,23 @@ class AaSPBrain(ScheduledBrain):
             self._reset_window()
         self.on_fit_batch_end(batch, outputs, loss, should_step)
         return loss.detach().cpu()
+
+    def _maybe_exit_for_test(self):
+        """Testing aid (``debug_exit_at: [rank, epoch, step]``): this process dies there.
+
+        Only on a run's first attempt (``TORCHELASTIC_RESTART_COUNT`` unset or
+        0), so a ``torchrun --max-restarts`` restart gets past the point: the
+        way the tests show that a lost worker's group resumes from the last
+        intra-epoch checkpoint.
+        """
+        where = getattr(self.hparams, "debug_exit_at", None)
+        if not where or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+            return
+        epoch = int(getattr(self.hparams.epoch_counter, "current", 0) or 0)
+        if [int(v) for v in where] == [distributed_rank(), epoch, int(self.step)]:
+            logger.warning("debug_exit_at %s: this process exits now (testing aid)", list(where))
+            logging.shutdown()
+            os._exit(17)
 
     def inject_nonfinite(self, loss):
         """Testing aid: NaN loss at the ``(rank, epoch, step)`` of ``debug_nonfinite_steps``.

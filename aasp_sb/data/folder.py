@@ -479,7 +479,7 @@ def split_rows(rows, valid_fraction, seed=0, where="", valid_clips=None):
         if n_valid and n_valid >= len(rows):
             raise ValueError(
                 f"{where}: valid_clips={valid_clips} leaves no training clips "
-                f"out of {len(rows)}"
+                f"out of {len(rows)}; pass --valid_clips=0 (or fewer clips)"
             )
     elif valid_fraction == 0.0:
         n_valid = 0

@@ -130,11 +130,18 @@ class RobustClipLoader:
         )
         self.bad_ids = set()
         self.seed = seed
-        self.epoch = 0
+        # in shared memory: DataLoader workers kept alive across epochs
+        # (persistent_workers) see set_epoch too
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self):
+        """The epoch that, with ``seed``, decides the random crops."""
+        return int(self._epoch[0])
 
     def set_epoch(self, epoch):
         """Sets the epoch that, with ``seed``, decides the random crops."""
-        self.epoch = int(epoch)
+        self._epoch[0] = int(epoch)
 
     def generator(self, uid):
         """Crop generator seeded by (seed, epoch, clip position), or None (global RNG)."""

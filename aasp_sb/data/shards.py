@@ -1046,7 +1046,7 @@ def collate_shard_items(items):
     }
 
 
-def main(argv=None):
+def run(argv=None):
     """Command line: audio folder or manifest -> log-mel shards.
 
     Usage::
@@ -1108,5 +1108,11 @@ def main(argv=None):
     return args.output
 
 
+def main(argv=None):
+    """``aasp-shards`` / ``python -m aasp_sb.data.shards``: :func:`run`, exit status 0."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

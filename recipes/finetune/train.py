@@ -46,6 +46,9 @@ import os
 import pathlib
 import sys
 
+from aasp_sb import cli  # noqa: F401  (first: silences SpeechBrain's torchvision warning)
+
+# isort: split
 import ruamel.yaml
 import speechbrain as sb
 import torch
@@ -65,7 +68,7 @@ from aasp_sb.cli import check_overrides
 from aasp_sb.data.folder import read_csv
 from aasp_sb.data.pipeline import labelled_dataset, read_classes
 from aasp_sb.data.tasks import Split, TaskInfo, get_task, valid_source
-from aasp_sb.distributed import finish_distributed
+from aasp_sb.distributed import finish_distributed, init_distributed
 from aasp_sb.evaluation.metrics import format_mean_ci, mean_ci95
 from aasp_sb.m2d import is_m2d_checkpoint, m2d_pretrained_parts
 from aasp_sb.pretrained import (
@@ -546,7 +549,7 @@ def main(argv=None):
         sys.argv[1:] if argv is None else argv
     )
     check_overrides(hparams_file, overrides, prog="train.py")
-    sb.utils.distributed.ddp_init_group(run_opts)
+    init_distributed(run_opts)  # ddp_init_group, safe across torchrun restarts
     overrides = parse_overrides(overrides)
     with open(hparams_file, encoding="utf-8") as fin:
         yaml_text = fin.read()

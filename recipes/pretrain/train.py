@@ -36,8 +36,10 @@ from aasp_sb.data.audio import SkipCounter
 from aasp_sb.data.audioset import prepare_audioset
 from aasp_sb.data.folder import prepare_audio_folder
 from aasp_sb.data.pipeline import pretrain_dataset
-from aasp_sb.data.shards import LogMelShardDataset
-from aasp_sb.distributed import finish_distributed
+from aasp_sb.data.prepare import load_prepared
+from aasp_sb.data.shards import LogMelShardDataset, check_front_end
+from aasp_sb.distributed import finish_distributed, init_distributed
+from aasp_sb.m2d import apply_init_from
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +58,16 @@ def prepare_data(hparams):
     """
     if hparams.get("train_csv"):
         return hparams["train_csv"], hparams.get("valid_csv")
+    if hparams.get("prepared_manifest"):  # prepared once, before torchrun: just read
+        prep = load_prepared(hparams["prepared_manifest"])
+        return prep["train"], prep.get("valid")
     save = os.path.join(hparams["output_folder"], "data")
+    valid_clips = hparams.get("valid_clips")
     kwargs = dict(
         data_folder=hparams["data_folder"],
         save_folder=save,
-        valid_fraction=hparams["valid_fraction"],
+        valid_fraction=0.0 if valid_clips is not None else hparams["valid_fraction"],
+        valid_clips=valid_clips,
         seed=hparams["seed"],
     )
     source = hparams["data_source"]
@@ -86,18 +93,48 @@ def prepare_data(hparams):
     return train_csv, valid_csv if os.path.exists(valid_csv) else None
 
 
+def shard_folders(hparams):
+    """``(train, valid)`` shard folders: the keys, else those of ``prepared_manifest``."""
+    train, valid = hparams.get("shard_folder"), hparams.get("valid_shard_folder")
+    if not train and hparams.get("prepared_manifest"):
+        prep = load_prepared(hparams["prepared_manifest"])
+        train, valid = prep.get("train_shards"), valid or prep.get("valid_shards")
+    return train, valid
+
+
 def shard_datasets(hparams):
-    """Log-mel shard datasets (``shard_folder`` / ``valid_shard_folder``)."""
+    """Log-mel shard datasets (checked against the run's front end)."""
     crop = hparams["crop_frames"]
+    train_folder, valid_folder = shard_folders(hparams)
+    logmel = hparams["compute_features"].logmel
+    opened = int(hparams.get("max_open_shards", 64) or 64)
+    check_front_end(train_folder, logmel)
     train = LogMelShardDataset(
-        hparams["shard_folder"], crop, mode="random", pad="repeat", seed=hparams["seed"]
+        train_folder, crop, mode="random", pad="repeat", seed=hparams["seed"],
+        max_open_files=opened,
     )
     valid = None
-    if hparams.get("valid_shard_folder"):
+    if valid_folder:
+        check_front_end(valid_folder, logmel)
         valid = LogMelShardDataset(
-            hparams["valid_shard_folder"], crop, mode="start", pad="repeat"
+            valid_folder, crop, mode="start", pad="repeat", max_open_files=opened
         )
     return train, valid
+
+
+def loader_options(hparams, run_opts, shards):
+    """DataLoader options; on CUDA pinned memory, persistent workers and prefetching."""
+    workers = int(hparams["num_workers"])
+    opts = {"batch_size": hparams["batch_size"], "num_workers": workers}
+    device = str(run_opts.get("device") or sb.utils.distributed.infer_device())
+    if device.startswith("cuda"):
+        opts["pin_memory"] = True
+        if workers > 0:  # the datasets keep their epoch in shared memory (seeded crops)
+            opts["persistent_workers"] = True
+            opts["prefetch_factor"] = int(hparams.get("prefetch_factor", 4) or 4)
+    if shards:  # plain Datasets: SpeechBrain's collation
+        opts["collate_fn"] = PaddedBatch
+    return opts
 
 
 def skip_record(hparams):
@@ -197,6 +234,9 @@ def check_inputs(keys):
     if keys.get("shard_folder"):
         cli.check_folder(keys["shard_folder"], "shard_folder", prog="train.py")
         return
+    if keys.get("prepared_manifest"):
+        cli.check_folder(keys["prepared_manifest"], "prepared_manifest", prog="train.py")
+        return
     folder = keys.get("data_folder")
     if not isinstance(folder, str):  # still the YAML's !PLACEHOLDER
         raise SystemExit("train.py: error: give --data_folder=FOLDER (audio to pre-train on)")
@@ -242,7 +282,7 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     cli.check_overrides(hparams_file, overrides, prog="train.py")
     check_inputs(read_plain_keys(hparams_file, overrides))
-    sb.utils.distributed.ddp_init_group(run_opts)
+    init_distributed(run_opts)  # ddp_init_group, safe across torchrun restarts
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     check_pretrain_hparams(hparams)  # fail before any data preparation
@@ -252,7 +292,8 @@ def main(argv):
         overrides=overrides,
     )
     resolve_precision(hparams, run_opts)
-    if hparams.get("shard_folder"):  # pre-computed log-mel: no audio decoding
+    shards = bool(shard_folders(hparams)[0])
+    if shards:  # pre-computed log-mel: no audio decoding
         train_set, valid_set = shard_datasets(hparams)
     else:
         train_csv, valid_csv = prepare_data(hparams)
@@ -264,6 +305,13 @@ def main(argv):
     hparams["lr"] = hparams["base_lr"] * effective_batch / 256
     logger.info("Effective batch %d -> lr %.3g", effective_batch, hparams["lr"])
     hparams["opt_class"].keywords["lr"] = hparams["lr"]
+    apply_init_from(hparams)  # --init_from: M2D's weights (a resumed run's own take over)
+    if hparams.get("use_tensorboard"):
+        from speechbrain.utils.train_logger import TensorboardLogger
+
+        hparams["tensorboard_logger"] = TensorboardLogger(
+            os.path.join(hparams["output_folder"], "tensorboard")
+        )
 
     brain = AaSPBrain(
         modules=hparams["modules"],
@@ -272,18 +320,8 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    loader = {
-        "batch_size": hparams["batch_size"],
-        "num_workers": hparams["num_workers"],
-        "shuffle": True,
-        "drop_last": True,
-    }
-    valid_loader = {
-        "batch_size": hparams["batch_size"],
-        "num_workers": hparams["num_workers"],
-    }
-    if hparams.get("shard_folder"):  # plain Datasets: SpeechBrain's collation
-        loader["collate_fn"] = valid_loader["collate_fn"] = PaddedBatch
+    valid_loader = loader_options(hparams, run_opts, shards)
+    loader = dict(valid_loader, shuffle=True, drop_last=True)
     brain.fit(
         brain.hparams.epoch_counter,
         train_set,
