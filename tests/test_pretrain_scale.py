@@ -108,3 +108,30 @@ def test_elastic_restart_resumes_from_the_intra_epoch_checkpoint(audio_folder, t
     for name in a:
         for key in a[name]:
             assert torch.allclose(a[name][key], b[name][key], atol=1e-6), (name, key)
+
+
+def test_finetuning_tensorboard_option_writes_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import (
+        EventAccumulator,
+    )
+
+    from aasp_sb.data.demo import make_demo_corpus
+    from aasp_sb.recipe_import import import_recipe
+
+    corpus = tmp_path / "corpus"
+    make_demo_corpus(str(corpus), num_per_class=3, seconds=(0.4, 0.8),
+                     classes=("tone_low", "tone_high"))
+    recipe = import_recipe(ROOT / "recipes" / "finetune" / "train.py", "aasp_ft_tb")
+    out = tmp_path / "ft"
+    recipe.main([
+        str(ROOT / "hparams" / "finetune" / "demo.yaml"), f"--data_folder={corpus}",
+        f"--output_folder={out}", f"--prep_folder={out}/data", "--number_of_epochs=2",
+        "--batch_size=4", "--crop_seconds=0.3", "--warmup_epochs=0", "--embed_dim=32",
+        "--depth=1", "--num_heads=2", "--aape_modes=4", "--max_frames=64",
+        "--use_tensorboard=True", "--device=cpu",
+    ])
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "valid/loss", "valid/accuracy", "epoch/lr"} <= tags, tags
+    assert [e.step for e in events.Scalars("valid/accuracy")] == [1, 2]

@@ -956,6 +956,7 @@ class FinetuneBrain(ScheduledBrain):
                     },
                     valid_stats=stats,
                 )
+            self._tensorboard(epoch, lr, stats)
             if self.checkpointer is not None:
                 self.checkpointer.save_and_keep_only(
                     meta=meta, max_keys=["metric"], num_to_keep=1
@@ -970,6 +971,19 @@ class FinetuneBrain(ScheduledBrain):
             )
         if sb.utils.distributed.if_main_process():
             self._write_test_files(per_class, support)
+
+    def _tensorboard(self, epoch, lr, valid_stats):
+        """Epoch curves in ``tensorboard_logger`` (x axis: the epoch, so resumed runs continue)."""
+        tb = getattr(self.hparams, "tensorboard_logger", None)
+        writer = getattr(tb, "writer", None) if tb is not None else None
+        if writer is None:
+            return
+        writer.add_scalar("train/loss", float(getattr(self, "train_loss", float("nan"))), epoch)
+        for key, value in valid_stats.items():
+            writer.add_scalar(f"valid/{key}", float(value), epoch)
+        if lr is not None:
+            writer.add_scalar("epoch/lr", float(lr), epoch)
+        writer.flush()
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Restores the best checkpoint and remembers which one it was."""

@@ -405,6 +405,10 @@ def run_split(ctx, split):
         selection=selection,
     )
     train, valid, test = dataio_prep(hparams, split, info, ctx["classes_path"])
+    if hparams.get("use_tensorboard"):
+        from speechbrain.utils.train_logger import TensorboardLogger
+
+        hparams["tensorboard_logger"] = TensorboardLogger(os.path.join(folder, "tensorboard"))
     brain = FinetuneBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
