@@ -306,7 +306,9 @@ def embed_clips(
     dim = model.embedding_size(layer, pooling)
     out = np.full((N, dim), np.nan, dtype=np.float32)
     skipped = {}
-    for batch in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+    bar = tqdm(total=N, desc=desc, disable=not progress, unit="clip")  # shows clips/s
+    for batch in loader:
+        bar.update(len(batch))
         good = []
         for i, wav, rel, reason in batch:
             if wav is None:
@@ -324,6 +326,7 @@ def embed_clips(
             lens[k] = rel * w.shape[-1] / longest
         emb = model.embed_batch(wavs, lens, layer=layer, pooling=pooling)
         out[[i for i, _, _ in good]] = emb.float().cpu().numpy()
+    bar.close()
     if len(skipped) == N:
         first = next(iter(skipped.values()))
         raise EmbedError(
@@ -344,6 +347,36 @@ def sidecar(output, suffix):
     """
     base = output[:-4] if output.endswith(".npy") else output
     return f"{base}.{suffix}"
+
+
+def manifest_durations(rows):
+    """Clip durations for length-sorted batches: the ``duration`` column, else the headers.
+
+    Reading a header costs a fraction of a millisecond; an unreadable file
+    gets 0 (it is reported when it is read for embedding).
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows (``wav``, optional ``duration``).
+
+    Returns
+    -------
+    list of float
+    """
+    from aasp_sb.data.audio import AudioLoadError, audio_info
+
+    out = []
+    for row in rows:
+        if row.get("duration") is not None:
+            out.append(float(row["duration"]))
+            continue
+        try:
+            frames, rate, _ = audio_info(str(row["wav"]))
+            out.append(frames / float(rate))
+        except (AudioLoadError, OSError, RuntimeError):
+            out.append(0.0)
+    return out
 
 
 def embed_manifest(
@@ -384,7 +417,7 @@ def embed_manifest(
         layer=layer,
         pooling=pooling,
         max_seconds=max_seconds,
-        durations=[r["duration"] for r in rows],
+        durations=manifest_durations(rows),
         progress=progress,
         desc=os.path.basename(csv_path),
     )
@@ -437,7 +470,10 @@ def build_parser():
             "clips get NaN rows and are listed in OUT.skipped.txt."
         ),
     )
-    p.add_argument("--checkpoint", help="run folder, CKPT+* folder, weights file or exported folder")
+    p.add_argument("--checkpoint", help="run folder, CKPT+* folder, weights file or exported folder "
+                   "(a .pth file is taken as an M2D checkpoint)")
+    p.add_argument("--m2d-checkpoint", help="one of M2D's checkpoint-*.pth files (its online "
+                   "encoder; --which teacher: its EMA target encoder), M2D's front end and norm_stats")
     p.add_argument("--csv", required=True, help="manifest with a `wav` column")
     p.add_argument("--output", required=True, help="output .npy file")
     p.add_argument("--hparams", help="model YAML (default: the run's hyperparams.yaml)")
@@ -473,8 +509,10 @@ def run(argv=None):
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.checkpoint and not (args.random_init and args.hparams):
-        parser.error("give --checkpoint, or --random-init with --hparams")
+    if args.m2d_checkpoint and (args.checkpoint or args.random_init):
+        parser.error("--m2d-checkpoint replaces --checkpoint / --random-init")
+    if not (args.checkpoint or args.m2d_checkpoint) and not (args.random_init and args.hparams):
+        parser.error("give --checkpoint, --m2d-checkpoint, or --random-init with --hparams")
     overrides = yaml.safe_load(args.overrides) if args.overrides else None
     if overrides is not None and not isinstance(overrides, dict):
         parser.error("--overrides must be a YAML mapping, e.g. '{embed_dim: 32}'")
@@ -491,6 +529,7 @@ def run(argv=None):
             seed=args.seed,
             device=device,
             precision=args.precision,
+            m2d_checkpoint=args.m2d_checkpoint,
         )
         info = embed_manifest(
             model,

@@ -295,3 +295,30 @@ def test_finetuning_from_an_m2d_checkpoint_loads_its_encoder(tmp_path, caplog):
     assert "Loaded pre-trained" in log and str(path) in log, log[-2000:]
     hp = (out / "hyperparams.yaml").read_text()
     assert "cls_token: true" in hp.lower() and "pos_layout: time_freq" in hp
+
+
+def test_embedding_cli_takes_an_m2d_checkpoint(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from aasp_sb.embed import run
+
+    state = fake_m2d_state(**SMALL, seed=8)
+    path = save_like_m2d(tmp_path, state, folder="m2d_vit_base-80x208p16x8-x")
+    lines = ["ID,wav"]  # no duration column: lengths come from the headers
+    for i, seconds in enumerate((0.5, 2.5, 1.0)):
+        wav = tmp_path / f"c{i}.wav"
+        sf.write(str(wav), np.random.default_rng(i).standard_normal(int(seconds * 16000)) * 0.1, 16000)
+        lines.append(f"c{i},{wav}")
+    csv = tmp_path / "clips.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    info = run(["--m2d-checkpoint", str(path), "--csv", str(csv), "--output",
+                str(tmp_path / "e.npy"), "--device", "cpu", "--no-progress", "--batch-size", "2"])
+    emb = np.load(info["output"])
+    assert emb.shape == (3, 5 * SMALL["embed_dim"])
+    # row order is the manifest's although the clips were batched longest first
+    from aasp_sb.inference import load_encoder
+
+    enc = load_encoder(m2d_checkpoint=str(path), device="cpu")
+    one = enc.embed_batch(torch.as_tensor(sf.read(str(tmp_path / "c1.wav"))[0], dtype=torch.float32)[None])
+    assert np.allclose(emb[1], one[0].numpy(), atol=1e-4)
