@@ -311,3 +311,36 @@ def check_folder(path, key="data_folder", prog=None):
     if not os.path.isdir(str(path)):
         what = "is not a folder" if os.path.exists(str(path)) else "the folder does not exist"
         _fail(prog, f"--{key}={path}: {what}")
+
+
+def console_main(run, argv=None, prog="aasp", errors=(ValueError, FileNotFoundError, ImportError)):
+    """A console script's ``main``: ``run(argv)``, exit status 0; bad input one line, status 1.
+
+    Arguments
+    ---------
+    run : callable
+        The programmatic entry point (its return value is not the exit status).
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+    prog : str
+        Named in the error line.
+    errors : tuple
+        Exceptions that mean bad input (a missing file, an unusable manifest).
+
+    Returns
+    -------
+    int
+        0.
+
+    Example
+    -------
+    >>> console_main(lambda argv: {"result": 1}, [])
+    0
+    """
+    import sys
+
+    try:
+        run(argv)
+    except errors as err:
+        sys.exit(f"{prog}: error: {err}")
+    return 0

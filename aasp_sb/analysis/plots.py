@@ -1067,12 +1067,9 @@ def main(argv=None):
     int
         0; use :func:`run` for the list of files.
     """
-    try:
-        run(argv)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        # bad input (missing file, empty manifest, no AaPE ...): one line
-        sys.exit(f"aasp-plots: error: {err}")
-    return 0
+    from aasp_sb.cli import console_main
+
+    return console_main(run, argv, "aasp-plots")
 
 
 if __name__ == "__main__":
