@@ -194,3 +194,13 @@ def test_linear_eval_missing_task_folder_leaves_nothing_behind(tmp_path):
         f"evaluate.py: error: --esc50_folder={tmp_path / 'nope'}: the folder does not exist"
     )
     assert not out.exists()
+
+
+def test_finetuning_a_missing_data_folder_fails_in_one_line(tmp_path):
+    proc = call([sys.executable, ROOT / "recipes" / "finetune" / "train.py",
+                 ROOT / "hparams" / "finetune" / "esc50.yaml", f"--data_folder={tmp_path / 'nope'}",
+                 f"--output_folder={tmp_path / 'out'}", "--device=cpu"])
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and "nope" in last, proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr

@@ -561,7 +561,10 @@ def main(argv=None):
     check_finetune_hparams(keys)  # fail before any preparation
     reference, has_weights, source = load_reference(keys)
     overrides = merge_architecture(overrides, reference)
-    info, splits, classes_path = prepare_data(keys)
+    try:
+        info, splits, classes_path = prepare_data(keys)
+    except FileNotFoundError as err:  # LayoutError too: the file or folder is named
+        raise SystemExit(f"train.py: error: {err} (check --data_folder)") from None
     overrides["num_classes"] = int(info.num_classes)
     sb.create_experiment_directory(
         experiment_directory=keys["output_folder"],
