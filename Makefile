@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 OUT ?= results/demo
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint clean real-audio
 
 $(VENV)/.installed: setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: venv
 test: venv
 	OMP_NUM_THREADS=2 $(VPY) -m pytest -q
 	$(VENV)/bin/ruff check .
+
+# Real recordings from Debian packages and TTS (as root on a fresh machine: add ARGS=--apt)
+real-audio: venv
+	$(VPY) benchmarks/real_audio/run.py --build $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -93,6 +93,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="linear-probe seeds")
     parser.add_argument("--skip_ablation", action="store_true",
                         help="do not pre-train the plain-stem ablation")
+    parser.add_argument("--student_stem_input", default="view", choices=("view", "clip"),
+                        help="clip: the leaking ablation (the student's stem sees the "
+                        "whole clip); use another --output_folder")
     parser.add_argument("--finetune", action="store_true",
                         help="also fine-tune the demo task from the pre-trained "
                         "and from a random init, with all and with 8 labelled "
@@ -117,10 +120,11 @@ def main(argv=None):
     corpus["folder"] = str(folder)
 
     runs = {"AaSP (AaPE)": out / "pretrain_aasp"}
-    pretrain(corpus, runs["AaSP (AaPE)"], args.epochs, {"use_aape": True})
+    stem_input = {"student_stem_input": args.student_stem_input}
+    pretrain(corpus, runs["AaSP (AaPE)"], args.epochs, {"use_aape": True, **stem_input})
     if not args.skip_ablation:
         runs["plain stem"] = out / "pretrain_plain"
-        pretrain(corpus, runs["plain stem"], args.epochs, {"use_aape": False})
+        pretrain(corpus, runs["plain stem"], args.epochs, {"use_aape": False, **stem_input})
     t_pretrain = time.time() - start
 
     task = csv_task("demo", corpus["train"], corpus["valid"], corpus["test"],
