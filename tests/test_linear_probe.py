@@ -2,7 +2,6 @@
 
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -37,9 +36,8 @@ def test_separable_clusters_near_perfect():
     tr = gaussian_clusters(200, seed=0)
     va = gaussian_clusters(60, seed=1)
     te = gaussian_clusters(100, seed=2)
-    t0 = time.time()
     model, scaler, hist = train_linear_probe(*tr, *va, num_classes=5)
-    assert time.time() - t0 < 30
+    assert 1 <= hist["epochs"] <= 200  # EVAR's cap (ties keep a saturated probe going)
     res = evaluate_probe(model, scaler, *te)
     assert res["metric"] == "accuracy"
     assert res["accuracy"] >= 0.98
