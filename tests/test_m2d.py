@@ -322,3 +322,15 @@ def test_embedding_cli_takes_an_m2d_checkpoint(tmp_path):
     enc = load_encoder(m2d_checkpoint=str(path), device="cpu")
     one = enc.embed_batch(torch.as_tensor(sf.read(str(tmp_path / "c1.wav"))[0], dtype=torch.float32)[None])
     assert np.allclose(emb[1], one[0].numpy(), atol=1e-4)
+
+
+def test_hear_module_loads_an_m2d_checkpoint(tmp_path):
+    from aasp_sb import hear
+
+    state = fake_m2d_state(**SMALL, seed=9)
+    path = save_like_m2d(tmp_path, state, folder="m2d_vit_base-80x208p16x8-x")
+    model = hear.load_model(str(path))
+    audio = torch.randn(2, 16000 * 2) * 0.1
+    emb, ts = hear.get_timestamp_embeddings(audio, model)
+    assert emb.shape[0] == 2 and emb.shape[-1] == model.timestamp_embedding_size
+    assert hear.get_scene_embeddings(audio, model).shape == (2, model.scene_embedding_size)

@@ -135,3 +135,23 @@ def test_finetuning_tensorboard_option_writes_event_files(tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "valid/loss", "valid/accuracy", "epoch/lr"} <= tags, tags
     assert [e.step for e in events.Scalars("valid/accuracy")] == [1, 2]
+
+
+def test_loader_options_on_cuda_pin_persist_and_prefetch():
+    recipe = load_recipe()
+    hp = {"batch_size": 4, "num_workers": 2, "prefetch_factor": 3}
+    cuda = recipe.loader_options(hp, {"device": "cuda:0"}, shards=False)
+    assert cuda["pin_memory"] and cuda["persistent_workers"] and cuda["prefetch_factor"] == 3
+    cpu = recipe.loader_options(hp, {"device": "cpu"}, shards=True)
+    assert "pin_memory" not in cpu and "persistent_workers" not in cpu and "collate_fn" in cpu
+    no_workers = recipe.loader_options({**hp, "num_workers": 0}, {"device": "cuda"}, shards=False)
+    assert no_workers["pin_memory"] and "persistent_workers" not in no_workers
+
+
+def test_rankme_uses_at_most_rankme_clips(audio_folder, tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    load_recipe().main(recipe_args(audio_folder, out, number_of_epochs=1, rankme_clips=2))
+    record = json.loads((out / "epochs.jsonl").read_text().splitlines()[-1])
+    assert 1.0 <= record["valid_rankme"] <= 2.0 + 1e-6  # RankMe of 2 rows is at most 2
