@@ -290,6 +290,28 @@ def convert_m2d_state(state, info, source=None):
     return encoder, teacher
 
 
+def load_m2d(source, n_mels=None):
+    """Reads an M2D checkpoint file or state dict and describes it.
+
+    Arguments
+    ---------
+    source : str, pathlib.Path or dict
+        ``checkpoint-*.pth`` (its folder name may give the input size) or the
+        state dict itself.
+    n_mels : int, optional
+        See :func:`describe`.
+
+    Returns
+    -------
+    tuple
+        ``(state_dict, M2DInfo)``; ``info.source`` names the file (None for a dict).
+    """
+    if isinstance(source, dict):
+        return source, describe(source, None, n_mels, source.get("norm_stats"))
+    state, stats = read_m2d_checkpoint(source)
+    return state, describe(state, str(source), n_mels, stats)
+
+
 def build_m2d_encoder(info, num_heads=None, long_inputs="chunk", stem=None):
     """An :class:`AudioViT` shaped like the checkpoint (weights not loaded).
 
@@ -339,12 +361,8 @@ def m2d_encoder(source, num_heads=None, which="online", n_mels=None, long_inputs
     tuple
         ``(AudioViT in eval mode, M2DInfo)``.
     """
-    if isinstance(source, dict):
-        state, stats, name = source, source.get("norm_stats"), None
-    else:
-        state, stats = read_m2d_checkpoint(source)
-        name = str(source)
-    info = describe(state, name, n_mels, stats)
+    state, info = load_m2d(source, n_mels)
+    name = info.source
     enc_state, teacher_state = convert_m2d_state(state, info, name)
     if which not in ("online", "target"):
         raise ValueError(f"which must be 'online' or 'target', got {which!r}")
@@ -446,8 +464,8 @@ def init_from_m2d(encoder, source, teacher=None, n_mels=None):
     encoder : AudioViT
         Built with ``cls_token=True`` and ``pos_layout="time_freq"`` and the
         checkpoint's width, depth, patch size and input length.
-    source : str, pathlib.Path or dict
-        M2D checkpoint or state dict.
+    source : str, pathlib.Path, dict or tuple
+        M2D checkpoint or state dict, or what :func:`load_m2d` returned.
     teacher : torch.nn.Module, optional
         An :class:`~aasp_sb.lobes.teacher.EMATeacher` (or ``MaskedTeacher``)
         of ``encoder``.
@@ -470,13 +488,9 @@ def init_from_m2d(encoder, source, teacher=None, n_mels=None):
     >>> bool(torch.equal(enc.stem.proj.weight, state["patch_embed.proj.weight"]))
     True
     """
-    if isinstance(source, dict):
-        state, stats, name = source, source.get("norm_stats"), None
-    else:
-        state, stats = read_m2d_checkpoint(source)
-        name = str(source)
+    state, info = source if isinstance(source, tuple) else load_m2d(source, n_mels)
+    name = info.source
     where = name or "the M2D state dict"
-    info = describe(state, name, n_mels, stats)
     enc_state, tgt_state = convert_m2d_state(state, info, name)
     if encoder.cls_token is None or encoder.pos_layout != "time_freq":
         raise M2DError(
@@ -542,8 +556,7 @@ def apply_init_from(hparams):
     source = hparams.get("init_from")
     if not source:
         return None
-    state, stats = read_m2d_checkpoint(source)
-    info = describe(state, str(source), hparams.get("n_mels"), stats)
+    state, info = load_m2d(source, hparams.get("n_mels"))
     want = (float(hparams.get("norm_mean", -7.1)), float(hparams.get("norm_std", 4.2)))
     if any(abs(a - b) > 1e-3 for a, b in zip(info.norm_stats, want)):
         raise M2DError(
@@ -551,8 +564,7 @@ def apply_init_from(hparams):
             f"the YAML has norm_mean/norm_std {want}: pass --norm_mean={info.norm_stats[0]} "
             f"--norm_std={info.norm_stats[1]}"
         )
-    state["norm_stats"] = info.norm_stats
-    return init_from_m2d(hparams["encoder"], state, hparams.get("teacher"), hparams.get("n_mels"))
+    return init_from_m2d(hparams["encoder"], (state, info), hparams.get("teacher"))
 
 
 def is_m2d_checkpoint(path):

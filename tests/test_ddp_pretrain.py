@@ -15,14 +15,19 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 import speechbrain as sb
 import torch
-from pretrain_utils import TINY, TINY_OVERRIDES, load_recipe, recipe_args
+from pretrain_utils import (
+    TINY,
+    TINY_OVERRIDES,
+    free_port,
+    load_recipe,
+    recipe_args,
+)
 
 import aasp_sb.brains.pretrain as pretrain
 from aasp_sb.brains.pretrain import (
@@ -105,13 +110,6 @@ class RecordingBrain(AaSPBrain):
             "allreduces": self._allreduces,
         })
         self._allreduces = 0
-
-
-def free_port():
-    """A TCP port nobody listens on now (bound to port 0 and released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_driver(argv):

@@ -102,10 +102,9 @@ def shard_folders(hparams):
     return train, valid
 
 
-def shard_datasets(hparams):
+def shard_datasets(hparams, train_folder, valid_folder):
     """Log-mel shard datasets (checked against the run's front end)."""
     crop = hparams["crop_frames"]
-    train_folder, valid_folder = shard_folders(hparams)
     logmel = hparams["compute_features"].logmel
     opened = int(hparams.get("max_open_shards", 64) or 64)
     check_front_end(train_folder, logmel)
@@ -292,9 +291,10 @@ def main(argv):
         overrides=overrides,
     )
     resolve_precision(hparams, run_opts)
-    shards = bool(shard_folders(hparams)[0])
+    train_shards, valid_shards = shard_folders(hparams)
+    shards = bool(train_shards)
     if shards:  # pre-computed log-mel: no audio decoding
-        train_set, valid_set = shard_datasets(hparams)
+        train_set, valid_set = shard_datasets(hparams, train_shards, valid_shards)
     else:
         train_csv, valid_csv = prepare_data(hparams)
         train_set, valid_set = dataio_prep(hparams, train_csv, valid_csv)
