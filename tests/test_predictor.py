@@ -100,3 +100,29 @@ def test_bad_arguments():
     ctx, vis, msk = _setup()
     with pytest.raises(ValueError, match="disagree"):
         pred(ctx[:, :-1], vis, msk, (3, 4))
+
+
+@pytest.mark.parametrize(
+    "name, width, depth, self_attention",
+    [("aasp_tiny", 128, 2, False), ("aasp_cpu", 192, 4, True), ("aasp_base", None, None, False)],
+)
+def test_yaml_predictor_keys_reach_the_module(name, width, depth, self_attention):
+    """``predictor_self_attention`` (and width / depth) in the shipped YAMLs build that predictor."""
+    import pathlib
+
+    from hyperpyyaml import load_hyperpyyaml
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "hparams" / f"{name}.yaml"
+    with open(path, encoding="utf-8") as f:
+        hp = load_hyperpyyaml(f, {"data_folder": "unused", "embed_dim": 32, "num_heads": 2,
+                                  "depth": 1})
+    pred = hp["predictor"]
+    assert hp["predictor_self_attention"] is self_attention
+    assert all(blk.self_attention is self_attention for blk in pred.blocks)
+    assert all(hasattr(blk, "self_attn") == self_attention for blk in pred.blocks)
+    if width is not None:
+        assert pred.predictor_dim == width and len(pred.blocks) == depth
+    with open(path, encoding="utf-8") as f:
+        flipped = load_hyperpyyaml(f, {"data_folder": "unused", "embed_dim": 32, "num_heads": 2,
+                                       "depth": 1, "predictor_self_attention": not self_attention})
+    assert all(blk.self_attention is not self_attention for blk in flipped["predictor"].blocks)

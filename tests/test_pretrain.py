@@ -62,6 +62,17 @@ def test_recipe_runs_on_mixed_audio_and_writes_loadable_checkpoint(
     assert logged > 1.5, logged  # measured 2.6 (of at most 4 for 4 clips)
 
 
+def test_keep_checkpoints_keeps_every_epoch_asked_for(audio_folder, tmp_path):
+    """``keep_checkpoints: 3`` over 3 epochs keeps the three end-of-epoch checkpoints."""
+    recipe = load_recipe()
+    out = tmp_path / "run"
+    recipe.main(recipe_args(audio_folder, out, number_of_epochs=3, keep_checkpoints=3))
+    ckpts = sorted((out / "save").glob("CKPT+*"))
+    assert len(ckpts) == 3
+    counters = sorted(int((c / "counter.ckpt").read_text()) for c in ckpts)
+    assert counters == [1, 2, 3]
+
+
 def test_fit_lowers_the_regression_loss(audio_folder, tmp_path, monkeypatch):
     """Also: targets come from the teacher module's forward (what --compile
     compiles), and with contrastive_weight 0 the head is neither run nor trained."""

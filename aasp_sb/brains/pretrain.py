@@ -772,8 +772,11 @@ class AaSPBrain(ScheduledBrain):
             writer.flush()
         if self.checkpointer is not None:
             meta = {k: float(v) for k, v in (valid_stats or train_stats).items()}
+            # the last `keep_checkpoints` epochs (the loss falls, so the lowest are the latest)
             self.checkpointer.save_and_keep_only(
-                meta=meta, min_keys=["loss"], num_to_keep=2
+                meta=meta,
+                min_keys=["loss"],
+                num_to_keep=int(getattr(self.hparams, "keep_checkpoints", 2)),
             )
 
     def _write_epoch_record(self, epoch_stats, valid_stats):
