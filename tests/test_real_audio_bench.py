@@ -175,6 +175,54 @@ def test_pipeline_end_to_end(tmp_path, capsys):
     assert (tmp_path / "out" / "pretrain_aape" / "epochs.jsonl").is_file()
 
 
+def test_pipeline_over_pretraining_seeds(tmp_path):
+    """--pretrain_seeds 2: two pre-trainings and two random inits per stem, CIs over them."""
+    catalog, _ = make_catalog(tmp_path / "clips")
+    rab.assemble(str(catalog), str(tmp_path / "m"))
+    argv = ["--manifests", str(tmp_path / "m"), "--output", str(tmp_path / "out"),
+            "--epochs", "2", "--seeds", "3", "--pretrain_seeds", "2", "--stability_clips", "4",
+            "--skip_random_plain", "--set", "keep_checkpoints=2"]
+    for kv in TINY:
+        argv += ["--set", kv]
+    scores, _ = run.main(argv)
+    for name in ("AaPE, pre-trained", "plain stem, pre-trained", "AaPE, random init"):
+        for r in scores[name].values():
+            assert len(r["per_seed"]) == 2 and len(r["per_model_seed"]) == 2
+            assert all(len(p) == 3 for p in r["per_model_seed"])
+            assert r["mean"] == pytest.approx(sum(r["per_seed"]) / 2)
+    assert len(scores["log-mel mean/std"]["tones"]["per_seed"]) == 3
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["pretrain_seeds"] == 2
+    # the second seed is a different model: its own run and its own random weights
+    assert (tmp_path / "out" / "pretrain_aape_seed1" / "epochs.jsonl").is_file()
+    hp = (tmp_path / "out" / "pretrain_aape_seed1" / "hyperparams.yaml").read_text()
+    assert "seed: 1\n" in hp
+    assert run.build_model(("random", tmp_path / "out" / "pretrain_aape", 0)).model_fingerprint() \
+        != run.build_model(("random", tmp_path / "out" / "pretrain_aape", 1)).model_fingerprint()
+    # the paired line: each seed's pre-trained minus random init from the same weights
+    seed1 = tmp_path / "out" / "pretrain_aape_seed1"
+    assert len(saved["paired_gain"]["AaPE"]) == 2 and "plain stem" not in saved["paired_gain"]
+    assert run.run_seed(seed1) == 1
+    # re-running the folder with other settings is refused before anything runs or is lost
+    before = sorted(p.name for p in (seed1 / "save").iterdir())
+    with pytest.raises(SystemExit, match="pre-trained with other settings .*mask_ratio"):
+        run.main(argv + ["--set", "mask_ratio=0.5"])
+    assert sorted(p.name for p in (seed1 / "save").iterdir()) == before
+    # diagnose.py --over_training: random init + both kept epochs, per layer
+    diagnose = _load("diagnose")
+    result = diagnose.main(["--manifests", str(tmp_path / "m"), "--over_training", str(seed1),
+                            "--seeds", "1", "--threads", "1"])
+    assert sorted(result) == [0, 1, 2]
+    for per_task in result.values():
+        assert set(per_task) == {"tones", "noise"}
+        assert all(0.0 <= r["mean"] <= 1.0 and r["rankme"] >= 1.0
+                   for layers in per_task.values() for r in layers.values())
+    assert result[1] != result[2]  # two different checkpoints, not one read twice
+    rows = [line for line in (seed1 / "OVER_TRAINING.md").read_text().splitlines()
+            if line[:3] in ("| 0", "| 1", "| 2")]
+    assert [r.split(" | ")[0] for r in rows] == ["| 0", "| 1", "| 2"]
+
+
 def test_missing_build_is_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="run with --build first"):
         run.main(["--manifests", str(tmp_path / "nothing"), "--output", str(tmp_path / "o")])
@@ -200,3 +248,13 @@ def test_gather_midi_render(tmp_path):
     spec = np.abs(np.fft.rfft(seg))
     f = np.fft.rfftfreq(seg.size, 1 / SR)
     assert abs(f[spec.argmax()] - 440.0) < 20  # A4 comes out at 440 Hz
+
+
+def test_benchmark_doctests(tmp_path):
+    """The benchmark scripts' Example blocks (outside the doctest paths) run."""
+    import doctest
+    fixtures = {"tmp_path": tmp_path}
+    for module in (run, rab):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS,
+                                 extraglobs={"getfixture": fixtures.__getitem__})
+        assert result.failed == 0, module.__name__

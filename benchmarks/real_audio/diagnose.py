@@ -15,6 +15,7 @@ plain-stem models and their random-init twins, reports:
 Usage::
 
     python benchmarks/real_audio/diagnose.py --output results/real_audio [--seeds 3]
+    python benchmarks/real_audio/diagnose.py --over_training RUN   # every kept checkpoint
 
 Writes ``DIAGNOSIS.md`` and ``diagnosis.json`` into the output folder.
 """
@@ -124,6 +125,70 @@ def aape_stats(model, tasks, max_clips=64):
     }
 
 
+def over_training(run, tasks, seeds, random_seed=0):
+    """Per-layer probe accuracy and test RankMe at every kept checkpoint of one run.
+
+    Pre-train with ``keep_checkpoints`` at least the number of epochs to keep
+    them all. Row 0 is the architecture at random initialisation
+    (``random_seed``), then one row per kept checkpoint, by epoch.
+
+    Arguments
+    ---------
+    run : pathlib.Path
+        Pre-training output folder (``save/CKPT+*``).
+    tasks : dict
+        The benchmark's tasks.
+    seeds : sequence of int
+        Probe seeds.
+    random_seed : int
+        Seed of the epoch-0 (random-init) row.
+
+    Returns
+    -------
+    dict
+        ``{epoch: {task: {layer: {"mean", "ci95", "rankme"}}}}``.
+    """
+    from aasp_sb.inference import load_encoder
+    run = pathlib.Path(run)
+    ckpts = []
+    for ckpt in sorted(run.glob("save/CKPT+*")):
+        counter = ckpt / "counter.ckpt"
+        if counter.is_file():
+            ckpts.append((int(counter.read_text().strip()), ckpt))
+    if not ckpts:
+        raise SystemExit(f"diagnose.py: no checkpoints under {run / 'save'}")
+    models = [(0, lambda: load_encoder(str(run), random_init=True, seed=random_seed,
+                                       device="cpu"))]
+    models += [(epoch, (lambda c=ckpt: load_encoder(str(c), device="cpu")))
+               for epoch, ckpt in sorted(ckpts)]
+    result = {}
+    for epoch, make in models:
+        logger.info("epoch %d", epoch)
+        result[epoch] = probe_layers(make(), tasks, seeds)
+    return result
+
+
+def over_training_table(result, tasks):
+    """Markdown: one row per (epoch, layer) with per-task accuracy, mean and RankMe.
+
+    Example
+    -------
+    >>> r = {0: {"a": {0: {"mean": 0.5, "ci95": 0.1, "rankme": 3.0}}}}
+    >>> over_training_table(r, ["a"]).splitlines()[-1]
+    '| 0 | 1 | 50.0 | 50.0 | 3.0 |'
+    """
+    lines = ["| epoch | layer | " + " | ".join(tasks) + " | mean | RankMe (mean over tasks) |",
+             "|---" * (len(tasks) + 4) + "|"]
+    for epoch in sorted(result):
+        per_task = result[epoch]
+        for k in sorted(per_task[tasks[0]]):
+            accs = [per_task[t][k]["mean"] for t in tasks]
+            rks = [per_task[t][k]["rankme"] for t in tasks]
+            lines.append(f"| {epoch} | {k + 1} | " + " | ".join(f"{100 * a:.1f}" for a in accs)
+                         + f" | {100 * sum(accs) / len(accs):.1f} | {sum(rks) / len(rks):.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     """Runs the diagnosis on a finished benchmark output."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -132,6 +197,9 @@ def main(argv=None):
     p.add_argument("--manifests", default=None)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--over_training", default=None, metavar="RUN",
+                   help="instead: per-layer probes and RankMe at every kept checkpoint of "
+                   "this pre-training folder (writes OVER_TRAINING.md / .json into it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s - %(message)s")
     torch.set_num_threads(args.threads)
@@ -140,6 +208,16 @@ def main(argv=None):
     folder = (pathlib.Path(args.manifests) if args.manifests
               else pathlib.Path(args.cache).expanduser() / "manifests")
     bench = json.loads((folder / "benchmark.json").read_text(encoding="utf-8"))
+    if args.over_training:
+        run = pathlib.Path(args.over_training)
+        result = over_training(run, bench["tasks"], range(args.seeds))
+        report = ("# Over training: " + str(run) + "\n\n"
+                  + over_training_table(result, list(bench["tasks"])) + "\n")
+        (run / "OVER_TRAINING.md").write_text(report, encoding="utf-8")
+        with open(run / "over_training.json", "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+        print(report)
+        return result
     runs = {"AaPE": out / "pretrain_aape", "plain": out / "pretrain_plain"}
     models = {}
     for name, run in runs.items():

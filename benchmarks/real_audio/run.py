@@ -6,7 +6,7 @@ Steps (outputs under ``--output``, default ``results/real_audio``):
 1. ``--build``: gather the recordings and write the manifests
    (:mod:`build`, cached under ``--cache``; needs the Debian packages, which
    ``--apt`` installs as root). Without ``--build`` an existing build is used;
-2. pre-train the YAML (default ``hparams/aasp_tiny.yaml``) on the pool twice,
+2. pre-train the YAML (default ``hparams/aasp_cpu.yaml``) on the pool twice,
    with AaPE and with the plain stem (``use_aape=False``), as two parallel
    processes of ``--threads`` torch threads each (``--jobs 2``);
 3. linear evaluation (the EVAR protocol, :mod:`aasp_sb.evaluation.linear_eval`,
@@ -49,7 +49,7 @@ import build as rab  # noqa: E402
 
 logger = logging.getLogger("real_audio")
 
-DEFAULT_YAML = ROOT / "hparams" / "aasp_tiny.yaml"
+DEFAULT_YAML = ROOT / "hparams" / "aasp_cpu.yaml"
 MODELS = ("AaPE, pre-trained", "plain stem, pre-trained", "AaPE, random init",
           "plain stem, random init", "log-mel mean/std")
 
@@ -148,6 +148,39 @@ def pretrain_command(yaml, pool, out, epochs, overrides):
     return cmd
 
 
+def check_run_settings(out, settings):
+    """Records a run folder's settings, or refuses a finished folder made with other ones.
+
+    Re-running reuses finished pre-trainings, so a folder pre-trained with
+    another YAML, epochs or overrides would silently be probed under the new
+    name; this stops that. ``settings`` go to ``<out>/run_settings.json``.
+
+    Example
+    -------
+    >>> out = getfixture("tmp_path")
+    >>> check_run_settings(out, {"yaml": "a"})
+    >>> check_run_settings(out, {"yaml": "b"})
+    Traceback (most recent call last):
+    ...
+    SystemExit: run.py: ... was pre-trained with other settings (yaml: 'a' -> 'b'); pass --fresh or another --output
+    """
+    out = pathlib.Path(out)
+    path = out / "run_settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
+                for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+        if diff:
+            raise SystemExit(f"run.py: {out} was pre-trained with other settings "
+                             f"({'; '.join(diff)}); pass --fresh or another --output")
+        return
+    if any(out.glob("save/CKPT+*")):
+        raise SystemExit(f"run.py: {out} holds a pre-training whose settings were not "
+                         "recorded; pass --fresh or another --output")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1, sort_keys=True), encoding="utf-8")
+
+
 def run_pretraining(runs, pool, yaml, epochs, threads, jobs, extra, fresh=False):
     """Runs (or resumes) the pre-trainings, ``jobs`` at a time; returns wall seconds each.
 
@@ -179,6 +212,11 @@ def run_pretraining(runs, pool, yaml, epochs, threads, jobs, extra, fresh=False)
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         cmd = pretrain_command(yaml, pool, out, epochs, {**extra, **overrides})
+        yaml_text = pathlib.Path(yaml).read_text(encoding="utf-8")
+        check_run_settings(out, {"yaml": pathlib.Path(yaml).name,
+                                 "yaml_sha256": hashlib.sha256(yaml_text.encode()).hexdigest(),
+                                 "epochs": epochs, "overrides": {**extra, **overrides},
+                                 "pool": str(pool["train"])})
         pending.append((name, out, cmd))
     times, active = {}, []
     while pending or active:
@@ -248,16 +286,21 @@ def stability_manifest(tasks, out, max_clips):
 
 
 def build_model(spec):
-    """A model from its recipe: ``("run", folder)``, ``("random", folder)`` or ``("floor", folder)``.
+    """A model from its recipe: ``("run" | "teacher", folder)``, ``("random", folder[, seed])``
+    or ``("floor", folder)``.
+
+    ``run`` is the pre-trained student, ``teacher`` its EMA teacher.
 
     The floor takes the front end of the run's model.
     """
     from aasp_sb.inference import load_encoder
-    kind, folder = spec
-    if kind == "run":
-        return load_encoder(str(folder), device="cpu")
+    kind, folder = spec[:2]
+    if kind in ("run", "teacher"):
+        which = "teacher" if kind == "teacher" else "student"
+        return load_encoder(str(folder), which=which, device="cpu")
     if kind == "random":
-        return load_encoder(str(folder), random_init=True, seed=0, device="cpu")
+        seed = spec[2] if len(spec) > 2 else 0
+        return load_encoder(str(folder), random_init=True, seed=seed, device="cpu")
     if kind == "floor":
         model = load_encoder(str(folder), device="cpu")
         return LogMelStats(model.features, model.encoder.patch_size)
@@ -375,6 +418,95 @@ def table(scores, stability, tasks):
     return "\n".join(lines)
 
 
+def seed_runs(out, n_seeds):
+    """The pre-training runs: ``{(stem, index): (folder, overrides)}`` for ``n_seeds`` seeds.
+
+    Seed index 0 is the YAML's own seed (folders ``pretrain_aape`` /
+    ``pretrain_plain``); index ``i >= 1`` overrides ``seed=i`` (folders
+    ``pretrain_aape_seed<i>``).
+
+    Example
+    -------
+    >>> r = seed_runs(pathlib.Path("o"), 2)
+    >>> sorted((k, v[0].name, v[1].get("seed")) for k, v in r.items())
+    [(('aape', 0), 'pretrain_aape', None), (('aape', 1), 'pretrain_aape_seed1', 1), (('plain', 0), 'pretrain_plain', None), (('plain', 1), 'pretrain_plain_seed1', 1)]
+    """
+    runs = {}
+    for i in range(max(1, int(n_seeds))):
+        for stem, use_aape in (("aape", True), ("plain", False)):
+            overrides = {"use_aape": use_aape}
+            if i:
+                overrides["seed"] = i
+            runs[(stem, i)] = (out / (f"pretrain_{stem}" + (f"_seed{i}" if i else "")), overrides)
+    return runs
+
+
+def run_seed(folder):
+    """The ``seed`` a finished pre-training ran with (from its ``hyperparams.yaml``).
+
+    The random-init rows are built with it, so each is the very model its
+    pre-training started from (a paired comparison).
+    """
+    import re
+    path = pathlib.Path(folder) / "hyperparams.yaml"
+    m = re.search(r"^seed: *(\d+)\s*$", path.read_text(encoding="utf-8"), re.M)
+    if not m:
+        raise SystemExit(f"run.py: no top-level 'seed:' in {path}")
+    return int(m.group(1))
+
+
+def paired_gain(flat_scores, tasks, pre, rand, n_seeds):
+    """Per seed: mean over tasks of ``pre`` minus that of ``rand`` (same seed, same init).
+
+    Example
+    -------
+    >>> f = {"p #0": {"t": {"per_seed": [0.6, 0.8]}}, "r #0": {"t": {"per_seed": [0.5, 0.5]}}}
+    >>> [round(v, 3) for v in paired_gain(f, ["t"], "p", "r", 1)]
+    [0.2]
+    """
+    def mean(key):
+        res = flat_scores[key]
+        return sum(sum(res[t]["per_seed"]) / len(res[t]["per_seed"]) for t in tasks) / len(tasks)
+    return [mean(f"{pre} #{i}") - mean(f"{rand} #{i}") for i in range(n_seeds)]
+
+
+def pool_over_seeds(per_model_seed):
+    """Merges per-seed results into one result per task, seeds as the CI's unit.
+
+    Arguments
+    ---------
+    per_model_seed : list of dict
+        One ``{task: {"mean", "ci95", "per_seed", ...}}`` per model seed (its
+        ``per_seed`` are probe seeds).
+
+    Returns
+    -------
+    dict
+        ``{task: result}``; with one model seed it is returned unchanged (CI
+        over probe seeds); with several, ``per_seed`` holds one value per
+        model seed (its mean over the probe seeds) and the mean and CI are
+        taken over those.
+
+    Example
+    -------
+    >>> a = {"t": {"mean": 0.5, "ci95": 0.1, "per_seed": [0.4, 0.6]}}
+    >>> b = {"t": {"mean": 0.7, "ci95": 0.1, "per_seed": [0.7, 0.7]}}
+    >>> r = pool_over_seeds([a, b])["t"]
+    >>> [round(v, 3) for v in r["per_seed"]], round(r["mean"], 3)
+    ([0.5, 0.7], 0.6)
+    """
+    from aasp_sb.evaluation.metrics import mean_ci95
+    if len(per_model_seed) == 1:
+        return per_model_seed[0]
+    merged = {}
+    for task in per_model_seed[0]:
+        means = [sum(r[task]["per_seed"]) / len(r[task]["per_seed"]) for r in per_model_seed]
+        m, hw = mean_ci95(means)
+        merged[task] = {**per_model_seed[0][task], "mean": m, "ci95": hw, "per_seed": means,
+                        "per_model_seed": [r[task]["per_seed"] for r in per_model_seed]}
+    return merged
+
+
 def pool_minutes(pool):
     """Minutes of audio in the pool's train manifest."""
     import csv
@@ -398,6 +530,9 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="YAML override for both pre-trainings (repeatable)")
     p.add_argument("--seeds", type=int, default=3, help="probe seeds")
+    p.add_argument("--pretrain_seeds", type=int, default=1,
+                   help="pre-training (and random-init) seeds per stem; with more than one "
+                   "the CIs are over these seeds, each averaged over the probe seeds")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--jobs", type=int, default=2, help="pre-trainings at once")
     p.add_argument("--probe_epochs", type=int, default=None,
@@ -428,27 +563,46 @@ def main(argv=None):
     if bad:
         sys.exit(f"run.py: --set needs KEY=VALUE, got {bad[0]!r}")
 
+    from aasp_sb.evaluation.metrics import mean_ci95
     torch.set_num_threads(max(1, args.threads))
-    runs = {"AaPE, pre-trained": (out / "pretrain_aape", {"use_aape": True}),
-            "plain stem, pre-trained": (out / "pretrain_plain", {"use_aape": False})}
+    n_seeds = max(1, args.pretrain_seeds)
+    runs = seed_runs(out, n_seeds)
     t0, c0 = time.time(), child_cpu_seconds()
-    run_pretraining(runs, bench["pool"], args.hparams, args.epochs, args.threads, args.jobs,
-                    extra, fresh=args.fresh)
+    run_pretraining({f"{stem} seed {i}": v for (stem, i), v in runs.items()}, bench["pool"],
+                    args.hparams, args.epochs, args.threads, args.jobs, extra, fresh=args.fresh)
     t_pretrain, cpu_pretrain = time.time() - t0, child_cpu_seconds() - c0
 
-    aape, plain = runs["AaPE, pre-trained"][0], runs["plain stem, pre-trained"][0]
-    specs = {"AaPE, pre-trained": ("run", aape), "plain stem, pre-trained": ("run", plain),
-             "AaPE, random init": ("random", aape)}
-    if not args.skip_random_plain:
-        specs["plain stem, random init"] = ("random", plain)
-    specs["log-mel mean/std"] = ("floor", aape)
+    # one model per (row, seed); the floor has no seed
+    seeded = {}
+    for i in range(n_seeds):
+        aape, plain = runs[("aape", i)][0], runs[("plain", i)][0]
+        seeded[("AaPE, pre-trained", i)] = ("run", aape)
+        seeded[("plain stem, pre-trained", i)] = ("run", plain)
+        seeded[("AaPE, random init", i)] = ("random", aape, run_seed(aape))
+        if not args.skip_random_plain:
+            seeded[("plain stem, random init", i)] = ("random", plain, run_seed(plain))
+    seeded[("log-mel mean/std", 0)] = ("floor", runs[("aape", 0)][0])
+    specs = {f"{name} #{i}": spec for (name, i), spec in seeded.items()}
     t0 = time.time()
-    scores, stability, cpu_eval = evaluate(
+    flat_scores, flat_stab, cpu_eval = evaluate(
         specs, bench["tasks"], out, range(args.seeds), args.stability_clips,
         list(range(1, 16)), probe_epochs=args.probe_epochs, jobs=args.jobs,
         threads=args.threads)
     t_eval = time.time() - t0
+    scores, stability = {}, {}
+    for name in dict.fromkeys(n for n, _ in seeded):
+        keys = [f"{name} #{i}" for n, i in seeded if n == name]
+        scores[name] = pool_over_seeds([flat_scores[k] for k in keys])
+        stability[name] = {t: sum(flat_stab[k][t] for k in keys) / len(keys)
+                           for t in flat_stab[keys[0]]}
 
+    seeded_runs = runs
+    paired = {}
+    for stem in ("AaPE", "plain stem"):
+        if (f"{stem}, random init", 0) in seeded:
+            paired[stem] = paired_gain(flat_scores, list(bench["tasks"]), f"{stem}, pre-trained",
+                                       f"{stem}, random init", n_seeds)
+    runs = {"AaPE, pre-trained": runs[("aape", 0)], "plain stem, pre-trained": runs[("plain", 0)]}
     curves = {name: read_epochs(folder) for name, (folder, _) in runs.items()}
     counts = bench["counts"]
     lines = [
@@ -458,25 +612,34 @@ def main(argv=None):
         f"model {pathlib.Path(args.hparams).name}"
         + (f" ({', '.join(args.set)})" if args.set else "")
         + f", {len(curves['AaPE, pre-trained'])} epochs; probes: EVAR linear probe, "
-        f"{args.seeds} seeds, accuracy (%) mean ± 95 % CI over probe seeds.",
+        f"{args.seeds} seeds, accuracy (%) mean ± 95 % CI over "
+        + (f"{n_seeds} pre-training / random-init seeds (each the mean of the probe seeds; "
+           "the log-mel row: over probe seeds)." if n_seeds > 1 else "probe seeds."),
         "Tasks (train/valid/test clips, source-disjoint): " + "; ".join(
             f"{t} {c['train']}/{c['valid']}/{c['test']}" for t, c in sorted(counts.items())
             if t != "pool"),
         "",
         table(scores, stability, list(bench["tasks"])),
         "",
+        "Pre-trained minus its own starting point (random init with the pre-training's seed), "
+        "mean over tasks, per seed: " + "; ".join(
+            f"{stem} {100 * sum(g) / len(g):+.2f}"
+            + (f" ± {100 * mean_ci95(g)[1]:.2f}" if len(g) > 1 else "")
+            + " (" + ", ".join(f"{100 * v:+.2f}" for v in g) + ")"
+            for stem, g in paired.items()) + ".",
         "Pre-training, last epoch: " + "; ".join(
             f"{n}: valid reg. {c[-1].get('valid_regression', float('nan')):.3f}, RankMe "
             f"{c[-1].get('valid_rankme', float('nan')):.1f}" for n, c in curves.items() if c),
         f"Wall time: build/load {t_build / 60:.1f} min, pre-training {t_pretrain / 60:.1f} min, "
         f"evaluation {t_eval / 60:.1f} min, total {(time.time() - start) / 60:.1f} min; "
-        f"CPU time: pre-training {cpu_pretrain / 60:.1f} min (both runs), evaluation "
+        f"CPU time: pre-training {cpu_pretrain / 60:.1f} min ({len(seeded_runs)} runs), evaluation "
         f"{cpu_eval / 60:.1f} min.",
     ]
     report = "\n".join(lines) + "\n"
     (out / "RESULTS.md").write_text(report, encoding="utf-8")
     with open(out / "results.json", "w", encoding="utf-8") as f:
         json.dump({"scores": scores, "hparams": str(args.hparams), "set": args.set,
+                   "pretrain_seeds": n_seeds, "per_model": flat_scores, "paired_gain": paired,
                    "stability": stability, "curves": curves,
                    "times": {"build": t_build, "pretrain": t_pretrain, "eval": t_eval,
                              "cpu_pretrain": cpu_pretrain, "cpu_eval": cpu_eval}},
