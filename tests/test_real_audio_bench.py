@@ -203,6 +203,15 @@ def test_pipeline_over_pretraining_seeds(tmp_path):
     seed1 = tmp_path / "out" / "pretrain_aape_seed1"
     assert len(saved["paired_gain"]["AaPE"]) == 2 and "plain stem" not in saved["paired_gain"]
     assert run.run_seed(seed1) == 1
+    # the random-init rows are built with each run's own seed: the weights it started from
+    from hyperpyyaml import load_hyperpyyaml
+    for i, folder in ((0, tmp_path / "out" / "pretrain_aape"), (1, seed1)):
+        kind, used, seed = saved["models"][f"AaPE, random init #{i}"]
+        assert (kind, used, int(seed)) == ("random", str(folder), run.run_seed(folder))
+        with open(folder / "hyperparams.yaml", encoding="utf-8") as f:
+            start = load_hyperpyyaml(f, {})["encoder"].state_dict()
+        rand = run.build_model(("random", folder, int(seed))).encoder.state_dict()
+        assert all(torch.equal(start[k], rand[k]) for k in start)
     # re-running the folder with other settings is refused before anything runs or is lost
     before = sorted(p.name for p in (seed1 / "save").iterdir())
     with pytest.raises(SystemExit, match="pre-trained with other settings .*mask_ratio"):

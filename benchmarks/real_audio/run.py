@@ -640,6 +640,7 @@ def main(argv=None):
     with open(out / "results.json", "w", encoding="utf-8") as f:
         json.dump({"scores": scores, "hparams": str(args.hparams), "set": args.set,
                    "pretrain_seeds": n_seeds, "per_model": flat_scores, "paired_gain": paired,
+                   "models": {k: [str(v) for v in spec] for k, spec in specs.items()},
                    "stability": stability, "curves": curves,
                    "times": {"build": t_build, "pretrain": t_pretrain, "eval": t_eval,
                              "cpu_pretrain": cpu_pretrain, "cpu_eval": cpu_eval}},
