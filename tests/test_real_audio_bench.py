@@ -263,7 +263,7 @@ def test_benchmark_doctests(tmp_path):
     """The benchmark scripts' Example blocks (outside the doctest paths) run."""
     import doctest
     fixtures = {"tmp_path": tmp_path}
-    for module in (run, rab):
+    for module in (run, rab, _load("diagnose")):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS,
                                  extraglobs={"getfixture": fixtures.__getitem__})
         assert result.failed == 0, module.__name__

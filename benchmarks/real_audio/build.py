@@ -277,7 +277,21 @@ def read_any(path):
     return to_mono_16k(x, sr)
 
 
+def read_trimmed(path, min_samples, max_samples=None):
+    """:func:`read_any`, then :func:`trim_silence` (and a cut to ``max_samples``).
+
+    Returns None when the file is unreadable or fewer than ``min_samples``
+    remain.
+    """
+    x = read_any(path)
+    if x is None:
+        return None
+    x = trim_silence(x)[:max_samples]
+    return x if len(x) >= min_samples else None
+
+
 # ================================================================= MIDI
+
 def _vlq(n):
     out = [n & 0x7F]
     n >>= 7
@@ -415,11 +429,8 @@ class Gatherer:
             wav = os.path.join(tmp, f"w_{engine}_{voice}_{word}_{k}.wav".replace("+", "_"))
 
             def done():
-                x = read_any(wav)
+                x = read_trimmed(wav, 1600)
                 if x is None:
-                    return
-                x = trim_silence(x)
-                if len(x) < 1600:
                     return
                 self.add(x, f"words/{source}/{word}_{k}.wav", "words", word, source, role)
             return (self.tts, (engine, voice, word, wav, rate, pitch), done)
@@ -562,11 +573,8 @@ class Gatherer:
                 cls = drum_class(path.name)
                 if cls is None or path.suffix.lower() not in AUDIO_EXT:
                     continue
-                x = read_any(path)
+                x = read_trimmed(path, 800, int(1.5 * SR))
                 if x is None:
-                    continue
-                x = trim_silence(x)[: int(1.5 * SR)]
-                if len(x) < 800:
                     continue
                 for k, semis in enumerate((0, self.rng.choice((-2, 2)))):  # and re-pitched
                     y = x if semis == 0 else repitch(x, semis)
@@ -587,11 +595,8 @@ class Gatherer:
             files = [p for p in files if p.suffix.lower() in AUDIO_EXT]
             buf, k = [], 0
             for path in files:
-                x = read_any(path)
+                x = read_trimmed(path, 400)
                 if x is None:
-                    continue
-                x = trim_silence(x)
-                if len(x) < 400:
                     continue
                 buf.append(normalise(x))
                 buf.append(np.zeros(int(0.2 * SR), np.float32))

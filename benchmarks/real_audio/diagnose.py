@@ -157,15 +157,30 @@ def over_training(run, tasks, seeds, random_seed=0):
             ckpts.append((int(counter.read_text().strip()), ckpt))
     if not ckpts:
         raise SystemExit(f"diagnose.py: no checkpoints under {run / 'save'}")
-    models = [(0, lambda: load_encoder(str(run), random_init=True, seed=random_seed,
-                                       device="cpu"))]
-    models += [(epoch, (lambda c=ckpt: load_encoder(str(c), device="cpu")))
-               for epoch, ckpt in sorted(ckpts)]
-    result = {}
-    for epoch, make in models:
+    logger.info("epoch 0 (random init)")
+    result = {0: probe_layers(load_encoder(str(run), random_init=True, seed=random_seed,
+                                           device="cpu"), tasks, seeds)}
+    for epoch, ckpt in sorted(ckpts):
         logger.info("epoch %d", epoch)
-        result[epoch] = probe_layers(make(), tasks, seeds)
+        result[epoch] = probe_layers(load_encoder(str(ckpt), device="cpu"), tasks, seeds)
     return result
+
+
+def layer_rows(label, per_task, tasks):
+    """Table rows ``| label | layer | per-task % | mean % | RankMe |``, one per layer.
+
+    Example
+    -------
+    >>> layer_rows("m", {"a": {0: {"mean": 0.5, "rankme": 3.0}}}, ["a"])
+    ['| m | 1 | 50.0 | 50.0 | 3.0 |']
+    """
+    rows = []
+    for k in sorted(per_task[tasks[0]]):
+        accs = [per_task[t][k]["mean"] for t in tasks]
+        rks = [per_task[t][k]["rankme"] for t in tasks]
+        rows.append(f"| {label} | {k + 1} | " + " | ".join(f"{100 * a:.1f}" for a in accs)
+                    + f" | {100 * sum(accs) / len(accs):.1f} | {sum(rks) / len(rks):.1f} |")
+    return rows
 
 
 def over_training_table(result, tasks):
@@ -180,12 +195,7 @@ def over_training_table(result, tasks):
     lines = ["| epoch | layer | " + " | ".join(tasks) + " | mean | RankMe (mean over tasks) |",
              "|---" * (len(tasks) + 4) + "|"]
     for epoch in sorted(result):
-        per_task = result[epoch]
-        for k in sorted(per_task[tasks[0]]):
-            accs = [per_task[t][k]["mean"] for t in tasks]
-            rks = [per_task[t][k]["rankme"] for t in tasks]
-            lines.append(f"| {epoch} | {k + 1} | " + " | ".join(f"{100 * a:.1f}" for a in accs)
-                         + f" | {100 * sum(accs) / len(accs):.1f} | {sum(rks) / len(rks):.1f} |")
+        lines += layer_rows(epoch, result[epoch], tasks)
     return "\n".join(lines)
 
 
@@ -236,11 +246,7 @@ def main(argv=None):
              "| model | layer | " + " | ".join(tasks) + " | mean | RankMe (mean over tasks) |",
              "|---" * (len(tasks) + 4) + "|"]
     for name, per_task in result["layers"].items():
-        for k in sorted(per_task[tasks[0]]):
-            accs = [per_task[t][k]["mean"] for t in tasks]
-            rks = [per_task[t][k]["rankme"] for t in tasks]
-            lines.append(f"| {name} | {k + 1} | " + " | ".join(f"{100 * a:.1f}" for a in accs)
-                         + f" | {100 * sum(accs) / len(accs):.1f} | {sum(rks) / len(rks):.1f} |")
+        lines += layer_rows(name, per_task, tasks)
     lines += ["", "## AaPE stem statistics (test clips)", ""]
     for name, st in result["aape"].items():
         lines.append(f"- {name}: " + json.dumps(st))

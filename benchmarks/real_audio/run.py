@@ -177,7 +177,6 @@ def check_run_settings(out, settings):
     if any(out.glob("save/CKPT+*")):
         raise SystemExit(f"run.py: {out} holds a pre-training whose settings were not "
                          "recorded; pass --fresh or another --output")
-    out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=1, sort_keys=True), encoding="utf-8")
 
 
@@ -205,19 +204,18 @@ def run_pretraining(runs, pool, yaml, epochs, threads, jobs, extra, fresh=False)
     """
     import shutil
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    yaml_sha256 = hashlib.sha256(pathlib.Path(yaml).read_bytes()).hexdigest()
     pending = []
     for name, (out, overrides) in runs.items():
         out = pathlib.Path(out)
         if fresh and out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        cmd = pretrain_command(yaml, pool, out, epochs, {**extra, **overrides})
-        yaml_text = pathlib.Path(yaml).read_text(encoding="utf-8")
-        check_run_settings(out, {"yaml": pathlib.Path(yaml).name,
-                                 "yaml_sha256": hashlib.sha256(yaml_text.encode()).hexdigest(),
-                                 "epochs": epochs, "overrides": {**extra, **overrides},
+        overrides = {**extra, **overrides}
+        check_run_settings(out, {"yaml": pathlib.Path(yaml).name, "yaml_sha256": yaml_sha256,
+                                 "epochs": epochs, "overrides": overrides,
                                  "pool": str(pool["train"])})
-        pending.append((name, out, cmd))
+        pending.append((name, out, pretrain_command(yaml, pool, out, epochs, overrides)))
     times, active = {}, []
     while pending or active:
         while pending and len(active) < max(1, jobs):
@@ -596,14 +594,13 @@ def main(argv=None):
         stability[name] = {t: sum(flat_stab[k][t] for k in keys) / len(keys)
                            for t in flat_stab[keys[0]]}
 
-    seeded_runs = runs
     paired = {}
     for stem in ("AaPE", "plain stem"):
         if (f"{stem}, random init", 0) in seeded:
             paired[stem] = paired_gain(flat_scores, list(bench["tasks"]), f"{stem}, pre-trained",
                                        f"{stem}, random init", n_seeds)
-    runs = {"AaPE, pre-trained": runs[("aape", 0)], "plain stem, pre-trained": runs[("plain", 0)]}
-    curves = {name: read_epochs(folder) for name, (folder, _) in runs.items()}
+    curves = {"AaPE, pre-trained": read_epochs(runs[("aape", 0)][0]),
+              "plain stem, pre-trained": read_epochs(runs[("plain", 0)][0])}
     counts = bench["counts"]
     lines = [
         "# Real-recordings benchmark",
@@ -632,7 +629,7 @@ def main(argv=None):
             f"{c[-1].get('valid_rankme', float('nan')):.1f}" for n, c in curves.items() if c),
         f"Wall time: build/load {t_build / 60:.1f} min, pre-training {t_pretrain / 60:.1f} min, "
         f"evaluation {t_eval / 60:.1f} min, total {(time.time() - start) / 60:.1f} min; "
-        f"CPU time: pre-training {cpu_pretrain / 60:.1f} min ({len(seeded_runs)} runs), evaluation "
+        f"CPU time: pre-training {cpu_pretrain / 60:.1f} min ({len(runs)} runs), evaluation "
         f"{cpu_eval / 60:.1f} min.",
     ]
     report = "\n".join(lines) + "\n"
